@@ -1,0 +1,188 @@
+"""The ``enasa`` command line.
+
+Exit codes: 0 success, 1 a check failed (invalid plan), 2 bad input or usage.
+Errors are one line on stderr; ``--debug`` shows the traceback instead. Output
+files are written atomically, so a failed command leaves none behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from enasa_compiler.errors import EnasaError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line and exit code 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="enasa", description="Compile groups of NAS subnets onto ReRAM "
+                     "compute-in-memory crossbars.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("compile", help="compile a group of ONNX subnets into a plan")
+    p.add_argument("models", nargs="+", type=Path, help="ONNX subnet files (one group)")
+    p.add_argument("-t", "--target", default="neurosim-22nm",
+                   help="target preset name or target file (default: neurosim-22nm)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="plan file to write")
+    p.add_argument("--solver", default="ops", choices=["ops"], help="mapping algorithm")
+    p.add_argument("--mode", default="auto", choices=["auto", "resident", "dynamic"],
+                   help="weights resident (programmed once) or dynamic (programmed on use)")
+    p.add_argument("--batch", type=int, default=1, help="images per run (default 1)")
+    _common(p)
+
+    p = sub.add_parser("validate", help="check a plan; exit 1 if invalid")
+    p.add_argument("plan", type=Path)
+    p.add_argument("--models", nargs="+", type=Path, default=None,
+                   help="the ONNX subnets the plan claims to map")
+    _common(p)
+
+    p = sub.add_parser("simulate", help="cost report of a plan")
+    p.add_argument("plan", type=Path)
+    _common(p)
+
+    p = sub.add_parser("targets", help="list target presets")
+    _common(p)
+
+    p = sub.add_parser("demo", help="the whole flow on a built-in small supernet")
+    p.add_argument("--subnets", type=int, default=8, help="group size (default 8)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-t", "--target", default="neurosim-22nm")
+    p.add_argument("-o", "--output-dir", type=Path, default=None,
+                   help="keep the exported subnets and the plan here")
+    _common(p)
+    return parser
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if args.json:
+        print(json.dumps(data, indent=1, sort_keys=True))
+    elif not args.quiet:
+        print(text)
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from enasa_compiler.pipeline import compile as compile_group
+
+    plan = compile_group(args.models, args.target, solver=args.solver, mode=args.mode,
+                         batch=args.batch)
+    plan.save(args.output)
+    t = plan.totals
+    dedup = plan.dedup
+    _emit(args, {"plan": str(args.output), "mode": plan.mode, "totals": t.__dict__,
+                 "dedup": dedup},
+          f"wrote {args.output}: {len(plan.subnets)} subnets, {len(plan.operators)} "
+          f"operators ({dedup.get('nodes_removed', 0)} shared nodes removed), {plan.mode} "
+          f"mapping on {t.crossbars_used} crossbars, makespan {t.makespan_ns / 1e3:.1f} us, "
+          f"energy {t.energy_pj / 1e6:.3f} uJ, utilization {t.utilization:.1%}")
+    return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from enasa_compiler.validate import validate
+
+    violations = validate(args.plan, models=args.models)
+    if args.json:
+        print(json.dumps({"valid": not violations,
+                          "violations": [{"kind": v.kind, "message": v.message}
+                                         for v in violations]}, indent=1))
+    elif violations:
+        for violation in violations:
+            print(str(violation))
+    elif not args.quiet:
+        print(f"{args.plan}: valid")
+    return EXIT_CHECK_FAILED if violations else EXIT_OK
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from enasa_compiler.plan import Plan
+    from enasa_compiler.report import cost_report, format_cost_report
+
+    plan = Plan.load(args.plan)
+    report = cost_report(plan)
+    _emit(args, report, format_cost_report(report))
+    return EXIT_OK
+
+
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from enasa_compiler.targets import list_presets, load_target
+
+    rows = []
+    for name in list_presets():
+        target = load_target(name)
+        rows.append({"name": name, "crossbars": target.chip.crossbars,
+                     "crossbar": f"{target.crossbar.rows}x{target.crossbar.cols}",
+                     "cell_bits": target.crossbar.cell_bits,
+                     "description": target.description})
+    text = "\n".join(f"{r['name']:<16} {r['crossbars']:>6} x {r['crossbar']} "
+                     f"{r['cell_bits']} bit/cell  {r['description']}" for r in rows)
+    _emit(args, {"targets": rows}, text)
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from enasa_compiler.demo import format_demo, run_demo
+
+    result = run_demo(group_size=args.subnets, seed=args.seed, target=args.target,
+                      output_dir=args.output_dir)
+    _emit(args, result, format_demo(result))
+    return EXIT_OK if result["valid"] else EXIT_CHECK_FAILED
+
+
+_COMMANDS = {
+    "compile": _cmd_compile,
+    "validate": _cmd_validate,
+    "simulate": _cmd_simulate,
+    "targets": _cmd_targets,
+    "demo": _cmd_demo,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``enasa`` command; returns the exit code."""
+    args = _build_parser().parse_args(argv)
+    level = logging.WARNING
+    if args.verbose:
+        level = logging.INFO
+    if args.quiet:
+        level = logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except EnasaError as exc:
+        if args.debug:
+            raise
+        print(f"enasa {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"enasa {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""The mapping plan: the single artifact between mapping and everything after it.
+
+A plan records the target it was made for (the full target and its hash), the
+subnets (file hashes, architectures when known), the deduplicated operators, every
+weight tile and the crossbar it sits on, and the schedule: programming intervals
+(tile written into a crossbar) and compute intervals (operator run on the crossbars
+that hold its tiles, or on a digital unit). Times are integer nanoseconds.
+
+The JSON form is versioned (``format: enasa-plan``, ``version: 1``) and described by
+``schemas/plan.schema.json``; ``docs/plan-format.md`` explains the fields. JSON is
+written with sorted keys and rounded energies so equal plans are byte-identical.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from enasa_compiler.errors import InputError
+from enasa_compiler.ir import DigitalOp, MvmOp, OpKind, Tile, WeightMatrix
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PLAN_FORMAT",
+    "PLAN_VERSION",
+    "ComputeEvent",
+    "Placement",
+    "Plan",
+    "PlanOperator",
+    "ProgramEvent",
+    "SubnetInfo",
+    "Totals",
+    "write_atomic",
+]
+
+PLAN_FORMAT = "enasa-plan"
+PLAN_VERSION = 1
+_ENERGY_DECIMALS = 3
+_MAX_PLAN_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class SubnetInfo:
+    """One subnet of the group, traced back to the file it came from."""
+
+    index: int
+    name: str
+    source_sha256: str
+    outputs: tuple[str, ...]
+    arch: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class PlanOperator:
+    """An operator of the deduplicated group and its cost on the target.
+
+    ``weights`` names the weight matrices an MVM operator needs (all their tiles at
+    once); digital operators have none. ``deps`` are the operators it waits for.
+    """
+
+    id: str
+    kind: OpKind
+    op_type: str
+    subnets: tuple[int, ...]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    deps: tuple[str, ...]
+    weights: tuple[str, ...]
+    macs: int
+    vectors_per_image: int
+    elements: int
+    ops: int
+    layer: str
+    latency_ns: int
+    energy_pj: float
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which crossbar holds a tile during a compute event."""
+
+    tile: str
+    crossbar: int
+
+
+@dataclass(frozen=True)
+class ProgramEvent:
+    """Writing one tile into one crossbar during ``[start_ns, end_ns)``."""
+
+    tile: str
+    crossbar: int
+    start_ns: int
+    end_ns: int
+    energy_pj: float
+
+
+@dataclass(frozen=True)
+class ComputeEvent:
+    """One operator running during ``[start_ns, end_ns)``.
+
+    MVM operators list one placement per tile of their weights; digital operators
+    name the digital ``unit`` they run on.
+    """
+
+    op: str
+    start_ns: int
+    end_ns: int
+    placements: tuple[Placement, ...] = ()
+    unit: int | None = None
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Plan-wide figures, re-derivable from the schedule (the validator does)."""
+
+    makespan_ns: int
+    energy_pj: float
+    compute_energy_pj: float
+    write_energy_pj: float
+    cell_writes: int
+    program_events: int
+    crossbars_used: int
+    busy_crossbar_ns: int
+    utilization: float
+    allocated_utilization: float
+    spatial_utilization: float
+    macs: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A complete, versioned mapping of a group of subnets onto a target."""
+
+    target: dict[str, Any]
+    target_sha256: str
+    mode: str
+    solver: str
+    batch: int
+    input_name: str
+    input_shape: tuple[int, ...]
+    subnets: tuple[SubnetInfo, ...]
+    weights: tuple[WeightMatrix, ...]
+    operators: tuple[PlanOperator, ...]
+    program: tuple[ProgramEvent, ...]
+    compute: tuple[ComputeEvent, ...]
+    totals: Totals
+    dedup: dict[str, int] = field(default_factory=dict)
+    version: int = PLAN_VERSION
+
+    # ---- lookup helpers -------------------------------------------------------------
+    def operator(self, op_id: str) -> PlanOperator:
+        """Return the operator with this id."""
+        for op in self.operators:
+            if op.id == op_id:
+                return op
+        raise KeyError(op_id)
+
+    def tiles(self) -> dict[str, Tile]:
+        """Every tile by id."""
+        return {t.id: t for w in self.weights for t in w.tiles}
+
+    def to_ir_op(self, op: PlanOperator) -> MvmOp | DigitalOp:
+        """Rebuild the IR operator (for the cost model) from its plan record."""
+        if op.kind is OpKind.MVM:
+            matrices = {w.id: w for w in self.weights}
+            return MvmOp(
+                id=op.id, op_type=op.op_type, subnets=op.subnets, inputs=op.inputs,
+                outputs=op.outputs, weights=tuple(matrices[w] for w in op.weights),
+                vectors_per_image=op.vectors_per_image, macs=op.macs, layer=op.layer,
+            )
+        return DigitalOp(
+            id=op.id, op_type=op.op_type, subnets=op.subnets, inputs=op.inputs,
+            outputs=op.outputs, elements=op.elements, ops=op.ops, layer=op.layer,
+        )
+
+    # ---- JSON -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (the schema's shape)."""
+        return {
+            "format": PLAN_FORMAT,
+            "version": self.version,
+            "target": self.target,
+            "target_sha256": self.target_sha256,
+            "mode": self.mode,
+            "solver": self.solver,
+            "batch": self.batch,
+            "input": {"name": self.input_name, "shape": list(self.input_shape)},
+            "subnets": [
+                {"index": s.index, "name": s.name, "source_sha256": s.source_sha256,
+                 "outputs": list(s.outputs),
+                 "arch": list(s.arch) if s.arch is not None else None}
+                for s in self.subnets
+            ],
+            "weights": [
+                {"id": w.id, "sha256": w.sha256, "rows": w.rows, "cols": w.cols,
+                 "columns_per_weight": w.columns_per_weight,
+                 "tiles": [{"id": t.id, "row_start": t.row_start, "row_stop": t.row_stop,
+                            "col_start": t.col_start, "col_stop": t.col_stop,
+                            "phys_rows": t.phys_rows, "phys_cols": t.phys_cols}
+                           for t in w.tiles]}
+                for w in self.weights
+            ],
+            "operators": [
+                {"id": o.id, "kind": o.kind.value, "op_type": o.op_type,
+                 "subnets": list(o.subnets), "inputs": list(o.inputs),
+                 "outputs": list(o.outputs), "deps": list(o.deps), "weights": list(o.weights),
+                 "macs": o.macs, "vectors_per_image": o.vectors_per_image,
+                 "elements": o.elements, "ops": o.ops, "layer": o.layer,
+                 "latency_ns": o.latency_ns, "energy_pj": _round(o.energy_pj)}
+                for o in self.operators
+            ],
+            "schedule": {
+                "program": [
+                    {"tile": e.tile, "crossbar": e.crossbar, "start_ns": e.start_ns,
+                     "end_ns": e.end_ns, "energy_pj": _round(e.energy_pj)}
+                    for e in self.program
+                ],
+                "compute": [
+                    {"op": e.op, "start_ns": e.start_ns, "end_ns": e.end_ns,
+                     "placements": [{"tile": p.tile, "crossbar": p.crossbar}
+                                    for p in e.placements],
+                     "unit": e.unit}
+                    for e in self.compute
+                ],
+            },
+            "dedup": dict(self.dedup),
+            "totals": {k: (_round(v) if isinstance(v, float) else v)
+                       for k, v in self.totals.__dict__.items()},
+        }
+
+    def to_json(self) -> str:
+        """Canonical JSON text: sorted keys, fixed rounding, trailing newline."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=1) + "\n"
+
+    def save(self, path: str | Path) -> Path:
+        """Write the plan atomically (a reader never sees half a plan)."""
+        return write_atomic(Path(path), self.to_json())
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Plan:
+        """Build a plan from JSON data that passed the schema.
+
+        Raises:
+            InputError: a key or value the typed plan cannot hold.
+        """
+        try:
+            return _plan_from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise InputError(f"plan does not match format version {PLAN_VERSION}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        """Read, schema-check and parse a plan file.
+
+        Raises:
+            InputError: unreadable, not JSON, or not a valid plan document.
+        """
+        from enasa_compiler.plan_schema import check_schema
+
+        data = read_plan_json(path)
+        problems = check_schema(data)
+        if problems:
+            raise InputError(f"{path}: {problems[0]}")
+        return cls.from_dict(data)
+
+
+def read_plan_json(path: str | Path) -> Any:
+    """Read a plan file as JSON, with the errors a user can act on."""
+    path = Path(path)
+    try:
+        if path.stat().st_size > _MAX_PLAN_BYTES:
+            raise InputError(f"plan file {path} is larger than {_MAX_PLAN_BYTES >> 20} MiB")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"plan file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read plan file {path}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"plan file {path} is not valid JSON: {exc}") from exc
+
+
+def _round(value: float) -> float:
+    return round(float(value), _ENERGY_DECIMALS)
+
+
+def _plan_from_dict(data: dict[str, Any]) -> Plan:
+    weights = tuple(
+        WeightMatrix(
+            id=w["id"], sha256=w["sha256"], rows=int(w["rows"]), cols=int(w["cols"]),
+            columns_per_weight=int(w["columns_per_weight"]),
+            tiles=tuple(Tile(**t) for t in w["tiles"]),
+        )
+        for w in data["weights"]
+    )
+    operators = tuple(
+        PlanOperator(
+            id=o["id"], kind=OpKind(o["kind"]), op_type=o["op_type"],
+            subnets=tuple(o["subnets"]), inputs=tuple(o["inputs"]),
+            outputs=tuple(o["outputs"]), deps=tuple(o["deps"]), weights=tuple(o["weights"]),
+            macs=int(o["macs"]), vectors_per_image=int(o["vectors_per_image"]),
+            elements=int(o["elements"]), ops=int(o["ops"]), layer=o["layer"],
+            latency_ns=int(o["latency_ns"]), energy_pj=float(o["energy_pj"]),
+        )
+        for o in data["operators"]
+    )
+    schedule = data["schedule"]
+    program = tuple(ProgramEvent(**e) for e in schedule["program"])
+    compute = tuple(
+        ComputeEvent(
+            op=e["op"], start_ns=e["start_ns"], end_ns=e["end_ns"],
+            placements=tuple(Placement(**p) for p in e["placements"]), unit=e.get("unit"),
+        )
+        for e in schedule["compute"]
+    )
+    subnets = tuple(
+        SubnetInfo(index=s["index"], name=s["name"], source_sha256=s["source_sha256"],
+                   outputs=tuple(s["outputs"]),
+                   arch=tuple(s["arch"]) if s.get("arch") is not None else None)
+        for s in data["subnets"]
+    )
+    return Plan(
+        target=data["target"], target_sha256=data["target_sha256"], mode=data["mode"],
+        solver=data["solver"], batch=int(data["batch"]), input_name=data["input"]["name"],
+        input_shape=tuple(data["input"]["shape"]), subnets=subnets, weights=weights,
+        operators=operators, program=program, compute=compute,
+        totals=Totals(**data["totals"]), dedup=dict(data.get("dedup", {})),
+        version=int(data["version"]),
+    )
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename.
+
+    An interrupted write leaves the old file (or nothing), never half a file.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path

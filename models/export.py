@@ -1,0 +1,288 @@
+"""Export SPOS subnets to ONNX files that the compiler reads, with their architecture attached.
+
+The exported graphs deliberately keep their ``BatchNormalization`` nodes and the
+supernet's parameter names (``features.{layer}.{choice}.branch_main.{i}.weight``):
+folding BN is the compiler's job, and the names let it see that two subnets of a group
+use the same supernet weights. Both torch exporters fold BN into renamed or silently
+rewritten conv weights by default, so this module asks them not to.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnx_ir.passes.common as ir_passes
+import torch
+
+from .spos import SposSupernet
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ARCH_METADATA_KEY",
+    "SUPERNET_METADATA_KEY",
+    "build_demo_supernet",
+    "export_group",
+    "export_subnet",
+    "read_arch",
+]
+
+ARCH_METADATA_KEY = "enasa.arch"
+SUPERNET_METADATA_KEY = "enasa.supernet"
+_DYNAMO_MIN_OPSET = 18  # the dynamo exporter only emits opset 18 and later
+
+
+def _export_legacy(module: torch.nn.Module, example: torch.Tensor, opset: int) -> ir.Model:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # PRESERVE keeps BN nodes and names (EVAL would fuse them into anonymous
+        # initializers); the model is in eval mode, so folding constants is safe and the
+        # warning about training-amenable exports does not apply.
+        warnings.filterwarnings("ignore", message=".*constant folding be turned off.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            do_constant_folding=True,
+            training=torch.onnx.TrainingMode.PRESERVE,
+        )
+    return ir.from_proto(onnx.load_model_from_string(buffer.getvalue()))
+
+
+def _export_dynamo(module: torch.nn.Module, example: torch.Tensor, opset: int) -> ir.Model:
+    # onnxscript ships with the dynamo exporter, which cannot run without it.
+    from onnxscript.optimizer import fold_constants
+
+    # The default optimizer fuses BN into the conv weights but keeps the raw weight
+    # names, so values would no longer match the supernet; fold constants only.
+    program = torch.onnx.export(
+        module,
+        (example,),
+        None,
+        dynamo=True,
+        optimize=False,
+        verbose=False,
+        opset_version=opset,
+        input_names=["input"],
+        output_names=["logits"],
+        do_constant_folding=True,
+    )
+    if program is None:
+        raise RuntimeError("dynamo export returned no program")
+    model = program.model
+    fold_constants(model)
+    return model
+
+
+def _is_matrix(value: ir.Value) -> bool:
+    # The legacy exporter leaves intermediate shapes unset; Flatten always yields 2-D.
+    if value.shape is not None:
+        return len(value.shape) == 2
+    producer = value.producer()
+    return producer is not None and producer.op_type == "Flatten"
+
+
+def _restore_linear_weights(model: ir.Model, params: Mapping[str, torch.Tensor]) -> None:
+    """Turn ``MatMul(x, W^T)`` on an anonymous folded ``W^T`` into ``Gemm(x, W, transB=1)``.
+
+    The legacy exporter lowers a bias-free Linear that way and names the folded
+    transpose ``onnx::MatMul_N``, which hides that it is a supernet weight. Gemm on the
+    named weight is also what the dynamo exporter emits.
+    """
+    graph = model.graph
+    matrices = {name: t.detach().numpy() for name, t in params.items() if t.ndim == 2}
+    for node in list(graph):
+        if node.op_type != "MatMul":
+            continue
+        data, folded = node.inputs
+        if folded is None or folded.const_value is None:
+            continue
+        if data is None or not _is_matrix(data):
+            continue
+        transposed = folded.const_value.numpy()
+        name = next(
+            (n for n, w in matrices.items() if np.array_equal(w.T, transposed)), None
+        )
+        if name is None or folded.name in matrices:
+            continue
+        weight = graph.initializers.get(name)
+        if weight is None:
+            weight = ir.Value(name=name, const_value=ir.tensor(matrices[name], name=name))
+            graph.register_initializer(weight)
+        gemm = ir.node("Gemm", [data, weight], {"transB": 1}, name=node.name)
+        ir.convenience.replace_nodes_and_values(
+            graph, node, [node], [gemm], node.outputs, gemm.outputs
+        )
+
+
+def _drop_zero_biases(model: ir.Model) -> None:
+    """Remove all-zero bias inputs, which the dynamo exporter adds to bias-free convs."""
+    for node in model.graph:
+        if node.op_type not in ("Conv", "Gemm") or len(node.inputs) != 3:
+            continue
+        bias = node.inputs[2]
+        if bias is not None and bias.const_value is not None and not bias.const_value.numpy().any():
+            node.resize_inputs(2)
+
+
+def _tidy(model: ir.Model, params: Mapping[str, torch.Tensor]) -> None:
+    """Make both exporters' graphs alike: named weights, tensors as initializers, no dead nodes."""
+    ir_passes.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0)(model)
+    _restore_linear_weights(model, params)
+    _drop_zero_biases(model)
+    ir_passes.RemoveUnusedNodesPass()(model)
+
+
+def _write_atomically(model: onnx.ModelProto, path: Path) -> None:
+    # A reader (or a crashed run) never sees a half-written model under the final name.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(model.SerializeToString())
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def export_subnet(
+    supernet: SposSupernet,
+    arch: Sequence[int],
+    path: str | os.PathLike[str],
+    *,
+    batch_size: int = 1,
+    opset: int = 17,
+    dynamo: bool = False,
+) -> Path:
+    """Export the subnet ``arch`` of ``supernet`` to an ONNX file in eval mode.
+
+    The graph has input ``input`` of shape (batch_size, 3, input_size, input_size) and
+    output ``logits``; ``metadata_props`` hold ``enasa.arch`` (JSON list) and
+    ``enasa.supernet``. The supernet's train/eval mode is restored afterwards.
+
+    Args:
+        supernet: The supernet whose weights the subnet uses.
+        arch: One choice index per layer.
+        path: Destination file; its folder is created if missing.
+        batch_size: Static batch dimension of the exported input.
+        opset: ONNX opset; raised to 18 for the dynamo exporter, which needs it.
+        dynamo: Use ``torch.export``-based exporter instead of the (faster) TorchScript one.
+
+    Returns:
+        The path written.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if dynamo and opset < _DYNAMO_MIN_OPSET:
+        logger.info("dynamo exporter needs opset >= %d; using it instead of %d",
+                    _DYNAMO_MIN_OPSET, opset)
+        opset = _DYNAMO_MIN_OPSET
+    subnet = supernet.subnet(arch)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    size = supernet.input_size
+    example = torch.zeros(batch_size, 3, size, size)
+    was_training = supernet.training
+    subnet.eval()
+    try:
+        exporter = _export_dynamo if dynamo else _export_legacy
+        model = exporter(subnet, example, opset)
+    finally:
+        supernet.train(was_training)
+    _tidy(model, subnet.state_dict())
+    model.metadata_props[ARCH_METADATA_KEY] = json.dumps(list(subnet.arch))
+    model.metadata_props[SUPERNET_METADATA_KEY] = subnet.supernet_name
+    _write_atomically(ir.to_proto(model), path)
+    logger.debug("exported %s arch %s to %s", subnet.supernet_name, subnet.arch, path)
+    return path
+
+
+def export_group(
+    supernet: SposSupernet,
+    archs: Sequence[Sequence[int]],
+    out_dir: str | os.PathLike[str],
+    **kw: int | bool,
+) -> list[Path]:
+    """Export every architecture of a group as ``out_dir/subnet_{i:02d}.onnx``.
+
+    Args:
+        supernet: The supernet all members come from.
+        archs: The group, in the order that gives the file indices.
+        out_dir: Destination folder, created if missing.
+        **kw: Passed on to :func:`export_subnet` (batch_size, opset, dynamo).
+    """
+    out = Path(out_dir)
+    return [
+        export_subnet(supernet, arch, out / f"subnet_{i:02d}.onnx", **kw)  # type: ignore[arg-type]
+        for i, arch in enumerate(archs)
+    ]
+
+
+def read_arch(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[int, ...]:
+    """Return the architecture stored in an exported model's ``enasa.arch`` metadata.
+
+    Raises:
+        KeyError: The model carries no ``enasa.arch`` entry.
+    """
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load_model(os.fspath(model), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == ARCH_METADATA_KEY:
+            return tuple(int(c) for c in json.loads(prop.value))
+    raise KeyError(f"model has no {ARCH_METADATA_KEY!r} metadata")
+
+
+def _calibrate_batchnorm(supernet: SposSupernet, images: torch.Tensor) -> None:
+    """Set every BN's running statistics from real activations of random images.
+
+    Random statistics would let activations vanish or explode over 20 layers; measured
+    ones keep logits O(1) yet differ from (0, 1), so BN folding changes the numbers.
+    Each pass shifts every layer's choice by one, so every block is visited, like SPOS's
+    per-subnet BN recalibration.
+    """
+    batchnorms = [m for m in supernet.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in batchnorms:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over the calibration passes
+    supernet.train()
+    with torch.no_grad():
+        for offset in range(supernet.num_choices):
+            arch = [(layer + offset) % supernet.num_choices for layer in range(supernet.num_layers)]
+            supernet(images, arch)
+    for bn in batchnorms:
+        bn.momentum = 0.1
+    supernet.eval()
+
+
+def build_demo_supernet(seed: int = 0) -> SposSupernet:
+    """Build a small full-depth SPOS supernet with seeded random weights for demos and tests.
+
+    Width 0.25, 32x32 inputs, 10 classes, all 20 choice layers: small enough that
+    exporting and compiling a group of 8 subnets takes seconds, deep enough to keep the
+    real layer structure. BN running statistics come from calibration on random images,
+    so they are far from the identity and BN folding is exercised. The global torch RNG
+    is left untouched.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        supernet = SposSupernet(width_mult=0.25, num_classes=10, input_size=32)
+        images = torch.randn(16, 3, supernet.input_size, supernet.input_size)
+        _calibrate_batchnorm(supernet, images)
+    return supernet

@@ -1,0 +1,316 @@
+"""Lowering: the deduplicated group model becomes a crossbar program.
+
+Every Conv/Gemm/MatMul with a constant weight becomes an :class:`~enasa_compiler.ir.MvmOp`
+whose unrolled weight matrix is tiled onto ``rows x cols`` crossbars (NeuroSim's
+conventional mapping); every other supported op becomes a
+:class:`~enasa_compiler.ir.DigitalOp`.
+
+Choices this module makes, and why:
+
+* Unrolled matrix: a conv weight ``(Cout, Cin/g, Kh, Kw)`` gives ``rows = Cin/g*Kh*Kw``
+  and ``cols = Cout/g`` per group; Gemm/MatMul give ``rows = K``, ``cols = N``.
+* Bit slicing: a ``w_bits`` weight spans ``ceil(w_bits/cell_bits)`` adjacent columns,
+  doubled for the differential signed scheme. A logical column's slices never split
+  across crossbars, so a crossbar holds ``cols // columns_per_weight`` logical
+  columns; when that divides ``cols`` the crossbar count equals NeuroSim's
+  ``ceil(rows/R) * ceil(cols_physical/C)``.
+* Depthwise convs (one input channel per group) run on the digital units: a
+  diagonal packing would leave all but one cell of each ``Kh*Kw`` row block empty,
+  and this keeps spatial utilization honest. Grouped convs with more than one
+  channel per group map each group as its own matrix on its own crossbars.
+* A MatMul or Gemm whose second operand is an activation has no weights to store,
+  so it runs digitally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+
+import onnx_ir as ir
+
+from enasa_compiler.errors import InputError, UnsupportedModelError
+from enasa_compiler.ir import (
+    CrossbarProgram,
+    DigitalOp,
+    MvmOp,
+    Op,
+    SignedScheme,
+    Tile,
+    WeightMatrix,
+)
+from enasa_compiler.passes import _common
+from enasa_compiler.targets.target import Target
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DIGITAL_OP_TYPES", "lower", "tile_matrix"]
+
+# Ops the digital units implement, and how many operations per output element each
+# costs beyond the element itself ("window" ops are priced by their input size).
+_ELEMENTWISE = {
+    "Relu", "Clip", "Add", "Sub", "Mul", "Div", "Sigmoid", "HardSigmoid", "HardSwish",
+    "LeakyRelu", "Tanh", "Erf", "Gelu", "Sqrt", "Neg", "Abs", "Exp", "Max", "Min", "Sum",
+    "BatchNormalization", "Cast", "Identity", "Dropout", "Softmax", "PRelu", "Pow",
+}
+_DATA_MOVEMENT = {
+    "Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Gather", "Squeeze",
+    "Unsqueeze", "Pad", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Shape",
+}
+_REDUCTIONS = {
+    "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax",
+    "AveragePool", "MaxPool",
+}
+DIGITAL_OP_TYPES = frozenset(_ELEMENTWISE | _DATA_MOVEMENT | _REDUCTIONS | {"Conv", "MatMul",
+                                                                          "Gemm"})
+_LAYER_PATTERN = re.compile(r"features[./_](\d+)")
+
+
+def tile_matrix(
+    weight_id: str, rows: int, cols: int, crossbar_rows: int, crossbar_cols: int,
+    columns_per_weight: int,
+) -> tuple[Tile, ...]:
+    """Split a ``rows x cols`` logical weight matrix into crossbar tiles.
+
+    Row blocks of ``crossbar_rows``; column blocks of ``crossbar_cols //
+    columns_per_weight`` logical columns. Tiles are listed row block outer.
+    """
+    cols_per_crossbar = crossbar_cols // columns_per_weight
+    if cols_per_crossbar < 1:
+        raise InputError(
+            f"a weight needs {columns_per_weight} columns but a crossbar has {crossbar_cols}"
+        )
+    tiles = []
+    for row_start in range(0, rows, crossbar_rows):
+        row_stop = min(rows, row_start + crossbar_rows)
+        for col_start in range(0, cols, cols_per_crossbar):
+            col_stop = min(cols, col_start + cols_per_crossbar)
+            tiles.append(Tile(
+                id=f"{weight_id}.t{len(tiles)}",
+                row_start=row_start, row_stop=row_stop,
+                col_start=col_start, col_stop=col_stop,
+                phys_rows=row_stop - row_start,
+                phys_cols=(col_stop - col_start) * columns_per_weight,
+            ))
+    return tuple(tiles)
+
+
+def _static_shape(value: ir.Value, node: ir.Node) -> tuple[int, ...]:
+    shape = value.shape
+    if shape is None or not all(isinstance(d, int) for d in shape):
+        raise InputError(
+            f"node '{node.name}' ({node.op_type}): value '{value.name}' has no static shape "
+            f"({shape}); dynamic shapes cannot be mapped"
+        )
+    return tuple(int(d) for d in shape)  # type: ignore[arg-type]
+
+
+def _elements(value: ir.Value, node: ir.Node, batch: int) -> int:
+    return math.prod(_static_shape(value, node)) // batch
+
+
+def _is_constant(value: ir.Value | None) -> bool:
+    return value is not None and value.const_value is not None
+
+
+def _layer_key(node: ir.Node) -> str:
+    name = re.sub(r"^s\d+/", "", node.name or "")
+    match = _LAYER_PATTERN.search(name)
+    return f"layer{int(match.group(1))}" if match else ""
+
+
+class _Lowerer:
+    """Walks the group graph once, building ops and shared weight matrices."""
+
+    def __init__(self, target: Target, batch: int) -> None:
+        self.target = target
+        self.batch = batch
+        self.weights: dict[str, WeightMatrix] = {}
+
+    def weight_matrix(self, digest: str, rows: int, cols: int) -> WeightMatrix:
+        """Return the (shared) matrix for these weight contents, tiling it on first use."""
+        existing = self.weights.get(digest)
+        if existing is not None:
+            return existing
+        weight_id = f"w{len(self.weights)}"
+        xbar = self.target.crossbar
+        matrix = WeightMatrix(
+            id=weight_id, sha256=digest, rows=rows, cols=cols,
+            columns_per_weight=self.target.columns_per_weight,
+            tiles=tile_matrix(weight_id, rows, cols, xbar.rows, xbar.cols,
+                              self.target.columns_per_weight),
+        )
+        self.weights[digest] = matrix
+        return matrix
+
+    def lower_node(self, node: ir.Node) -> Op:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in DIGITAL_OP_TYPES:
+            raise UnsupportedModelError(
+                f"unsupported operator {node.domain + '::' if node.domain else ''}"
+                f"{node.op_type} (node '{node.name}')"
+            )
+        if node.op_type == "Conv":
+            return self.lower_conv(node)
+        if node.op_type in ("Gemm", "MatMul") and _is_constant(_weight_input(node)):
+            return self.lower_matmul(node)
+        return self.lower_digital(node)
+
+    def lower_conv(self, node: ir.Node) -> Op:
+        weight = node.inputs[1]
+        if weight is None or not _is_constant(weight):
+            raise UnsupportedModelError(
+                f"Conv node '{node.name}' has a weight that is not constant"
+            )
+        w_shape = _static_shape(weight, node)
+        if len(w_shape) != 4:
+            raise UnsupportedModelError(
+                f"Conv node '{node.name}' is {len(w_shape) - 2}-D; only 2-D convs are mapped"
+            )
+        cout, cin_per_group, kh, kw = w_shape
+        groups = node.attributes.get_int("group", 1)
+        out_shape = _static_shape(node.outputs[0], node)
+        vectors = math.prod(out_shape[2:])
+        macs = cout * cin_per_group * kh * kw * vectors
+        if cin_per_group == 1 and groups > 1:
+            return self.lower_digital(node, ops_per_image=macs)
+        digest = _common.weight_digest(weight)
+        assert digest is not None
+        matrices = tuple(
+            self.weight_matrix(_group_digest(digest, g, groups), cin_per_group * kh * kw,
+                               cout // groups)
+            for g in range(groups)
+        )
+        return MvmOp(
+            id=node.name, op_type=node.op_type, subnets=_common.get_subnets(node),
+            inputs=_activation_inputs(node), outputs=tuple(v.name for v in node.outputs),
+            weights=matrices, vectors_per_image=vectors, macs=macs, layer=_layer_key(node),
+        )
+
+    def lower_matmul(self, node: ir.Node) -> Op:
+        weight = _weight_input(node)
+        assert weight is not None
+        w_shape = _static_shape(weight, node)
+        if len(w_shape) != 2:
+            raise UnsupportedModelError(
+                f"{node.op_type} node '{node.name}' has a {len(w_shape)}-D weight; "
+                "only 2-D weights are mapped"
+            )
+        trans_b = node.op_type == "Gemm" and node.attributes.get_int("transB", 0) == 1
+        rows, cols = (w_shape[1], w_shape[0]) if trans_b else w_shape
+        out_shape = _static_shape(node.outputs[0], node)
+        vectors = math.prod(out_shape[:-1]) // self.batch
+        digest = _common.weight_digest(weight)
+        assert digest is not None
+        matrix = self.weight_matrix(_group_digest(digest, 0, 1), rows, cols)
+        return MvmOp(
+            id=node.name, op_type=node.op_type, subnets=_common.get_subnets(node),
+            inputs=_activation_inputs(node), outputs=tuple(v.name for v in node.outputs),
+            weights=(matrix,), vectors_per_image=max(1, vectors), macs=rows * cols * vectors,
+            layer=_layer_key(node),
+        )
+
+    def lower_digital(self, node: ir.Node, ops_per_image: int | None = None) -> DigitalOp:
+        elements = sum(_elements(v, node, self.batch) for v in node.outputs)
+        if ops_per_image is None:
+            if node.op_type in _REDUCTIONS:
+                ops_per_image = sum(_elements(v, node, self.batch) for v in node.inputs
+                                    if v is not None and not _is_constant(v))
+            elif node.op_type in ("MatMul", "Gemm"):
+                a_shape = _static_shape(node.inputs[0], node)  # type: ignore[arg-type]
+                ops_per_image = elements * a_shape[-1]
+            else:
+                ops_per_image = elements
+        return DigitalOp(
+            id=node.name, op_type=node.op_type, subnets=_common.get_subnets(node),
+            inputs=_activation_inputs(node), outputs=tuple(v.name for v in node.outputs),
+            elements=elements, ops=max(1, ops_per_image), layer=_layer_key(node),
+        )
+
+
+def _weight_input(node: ir.Node) -> ir.Value | None:
+    return node.inputs[1] if len(node.inputs) > 1 else None
+
+
+def _group_digest(digest: str, group_index: int, groups: int) -> str:
+    if groups == 1:
+        return digest
+    return hashlib.sha256(f"{digest}/{group_index}/{groups}".encode()).hexdigest()
+
+
+def _activation_inputs(node: ir.Node) -> tuple[str, ...]:
+    return tuple(v.name for v in node.inputs if v is not None and not _is_constant(v)
+                 and v.name is not None)
+
+
+def lower(model: ir.Model, target: Target) -> CrossbarProgram:
+    """Lower a (merged, deduplicated) group model onto the target's crossbars.
+
+    Args:
+        model: a group model from :func:`~enasa_compiler.passes.merge_group` with static
+            shapes (batch fixed, shapes inferred).
+        target: the crossbar geometry and precisions to tile for.
+
+    Raises:
+        UnsupportedModelError: an operator the digital units do not implement.
+        InputError: a value without a static shape.
+    """
+    graph = model.graph
+    if len(graph.inputs) != 1:
+        raise InputError(f"a group model has one input, this one has {len(graph.inputs)}")
+    input_value = graph.inputs[0]
+    if input_value.shape is None or not all(isinstance(d, int) for d in input_value.shape):
+        raise InputError(f"the group input has no static shape ({input_value.shape})")
+    input_shape = tuple(int(d) for d in input_value.shape)  # type: ignore[arg-type]
+    batch = input_shape[0]
+    lowerer = _Lowerer(target, batch)
+    ops: list[Op] = []
+    producer: dict[str, str] = {}
+    deps: dict[str, tuple[str, ...]] = {}
+    for node in graph:
+        if not node.name:
+            raise InputError(f"a {node.op_type} node has no name; run the merge pass first")
+        if all(_is_constant(v) for v in node.inputs if v is not None) and node.inputs:
+            raise InputError(f"node '{node.name}' has only constant inputs; canonicalize first")
+        op = lowerer.lower_node(node)
+        deps[op.id] = tuple(dict.fromkeys(producer[name] for name in op.inputs
+                                          if name in producer))
+        for name in op.outputs:
+            producer[name] = op.id
+        ops.append(op)
+    props = model.metadata_props
+    subnet_outputs = _subnet_outputs(props, graph)
+    names = _json_list(props.get(_common.SUBNET_NAMES_KEY)) or [
+        f"subnet{i}" for i in range(len(subnet_outputs))]
+    return CrossbarProgram(
+        ops=tuple(ops), deps=deps, subnet_outputs=subnet_outputs,
+        input_name=input_value.name or "input", input_shape=input_shape,
+        subnet_names=tuple(str(n) for n in names), w_bits=target.precision.w_bits,
+        cell_bits=target.crossbar.cell_bits, a_bits=target.precision.a_bits,
+        signed_scheme=SignedScheme(target.precision.signed_scheme), batch=batch,
+    )
+
+
+def _json_list(text: str | None) -> list[object]:
+    if not text:
+        return []
+    value = json.loads(text)
+    return value if isinstance(value, list) else []
+
+
+def _subnet_outputs(props: dict[str, str], graph: ir.Graph) -> tuple[tuple[str, ...], ...]:
+    outputs = _json_list(props.get(_common.SUBNET_OUTPUTS_KEY))
+    if outputs:
+        return tuple(tuple(str(n) for n in group) for group in outputs)  # type: ignore[attr-defined]
+    return (tuple(v.name or "" for v in graph.outputs),)
+
+
+def lowered_op_types(ops: Sequence[Op]) -> dict[str, int]:
+    """Count operators per ONNX op type (for reports)."""
+    counts: dict[str, int] = {}
+    for op in ops:
+        counts[op.op_type] = counts.get(op.op_type, 0) + 1
+    return counts

@@ -1,0 +1,14 @@
+"""Mapping passes: crossbar program in, schedule (crossbar ids and times) out."""
+
+from __future__ import annotations
+
+from enasa_compiler.passes.mapping.ops import (
+    MODES,
+    Schedule,
+    crossbars_needed,
+    rank_key,
+    resolve_mode,
+    schedule_ops,
+)
+
+__all__ = ["MODES", "Schedule", "crossbars_needed", "rank_key", "resolve_mode", "schedule_ops"]

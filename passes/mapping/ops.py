@@ -1,0 +1,283 @@
+"""OPS: ENASA's operator-parallel scheduler, as software list scheduling.
+
+The scheduler walks time forward over the group's deduplicated operator graph. At
+each decision time every ready operator whose resources are free starts at once;
+when resources conflict (crossbars to program in dynamic mode, or one weight
+matrix wanted by several weight-shared operators) the candidates are admitted one
+at a time in the order of :func:`rank_key`:
+
+1. data reuse: how many already-admitted operators read the same input tensor (the
+   input is fetched once for all of them);
+2. same layer: how many already-admitted operators belong to the same supernet
+   layer (different subnets' choices of one layer run side by side, which raises
+   subnet concurrency);
+3. critical path: the longest latency path from the operator to the end of the
+   group (classic list-scheduling priority), so the first pick of a round is the
+   most urgent operator;
+4. topological index, so ties break the same way on every run.
+
+Resident mode programs every tile once, all crossbars in parallel at time 0.
+Dynamic mode programs an operator's missing tiles into free crossbars just before
+it runs and leaves them there after (released, but cached): a later operator with
+the same weights reuses them without a write. When a free crossbar must be
+overwritten, one whose tile no pending operator needs goes first, then the least
+recently used. Digital operators run on the first free digital unit.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from enasa_compiler.errors import InputError
+from enasa_compiler.ir import CrossbarProgram, DigitalOp, MvmOp, Op
+from enasa_compiler.plan import ComputeEvent, Placement, ProgramEvent
+from enasa_compiler.targets.cost import digital_cost, mvm_cost, program_cost
+from enasa_compiler.targets.target import Target
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MODES", "Schedule", "crossbars_needed", "rank_key", "resolve_mode", "schedule_ops"]
+
+MODES = ("auto", "resident", "dynamic")
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a mapping pass produces: programming and compute events, and the mode."""
+
+    mode: str
+    program: tuple[ProgramEvent, ...]
+    compute: tuple[ComputeEvent, ...]
+
+
+def crossbars_needed(program: CrossbarProgram) -> int:
+    """Crossbars that hold every distinct weight tile of the group at once."""
+    return sum(len(w.tiles) for w in program.weight_matrices())
+
+
+def resolve_mode(program: CrossbarProgram, target: Target, mode: str) -> str:
+    """Pick resident or dynamic mapping, or explain why the requested one cannot work.
+
+    Raises:
+        InputError: unknown mode; resident requested but the weights do not fit; an
+            operator that needs more crossbars than the chip has.
+    """
+    if mode not in MODES:
+        raise InputError(f"unknown mapping mode '{mode}' (choose from {', '.join(MODES)})")
+    needed = crossbars_needed(program)
+    available = target.chip.crossbars
+    largest = max((len(op.tiles) for op in program.mvm_ops()), default=0)
+    if largest > available:
+        raise InputError(
+            f"an operator needs {largest} crossbars at once but target '{target.name}' has "
+            f"{available}; the model does not fit the chip"
+        )
+    if mode == "resident" and needed > available:
+        raise InputError(
+            f"the group's weights need {needed} crossbars but target '{target.name}' has "
+            f"{available}; use dynamic mapping"
+        )
+    if mode == "auto":
+        return "resident" if needed <= available else "dynamic"
+    return mode
+
+
+def rank_key(
+    op: Op, admitted: Sequence[Op], critical_path_ns: int, topo_index: int
+) -> tuple[int, int, int, int]:
+    """Sort key (larger first) of a candidate given the operators admitted so far."""
+    inputs = set(op.inputs)
+    reuse = sum(1 for other in admitted if inputs & set(other.inputs))
+    same_layer = sum(1 for other in admitted if op.layer and other.layer == op.layer)
+    return (reuse, same_layer, critical_path_ns, -topo_index)
+
+
+def _critical_paths(program: CrossbarProgram, latency: dict[str, int]) -> dict[str, int]:
+    successors: dict[str, list[str]] = {op.id: [] for op in program.ops}
+    for op_id, deps in program.deps.items():
+        for dep in deps:
+            successors[dep].append(op_id)
+    path: dict[str, int] = {}
+    for op in reversed(program.ops):
+        path[op.id] = latency[op.id] + max((path[s] for s in successors[op.id]), default=0)
+    return path
+
+
+class _Scheduler:
+    """Mutable state of one scheduling run."""
+
+    def __init__(self, program: CrossbarProgram, target: Target, mode: str) -> None:
+        self.program = program
+        self.target = target
+        self.mode = mode
+        self.index = {op.id: i for i, op in enumerate(program.ops)}
+        self.latency = {
+            op.id: (mvm_cost(op, target, program.batch) if isinstance(op, MvmOp)
+                    else digital_cost(op, target, program.batch)).latency_ns
+            for op in program.ops
+        }
+        self.critical = _critical_paths(program, self.latency)
+        self.tiles = {t.id: t for w in program.weight_matrices() for t in w.tiles}
+        self.crossbar_free_ns = [0] * target.chip.crossbars
+        self.crossbar_tile: list[str | None] = [None] * target.chip.crossbars
+        self.crossbar_last_use: list[int] = [-1] * target.chip.crossbars
+        self.tile_home: dict[str, int] = {}
+        self.unit_free_ns = [0] * target.chip.digital_units
+        self.pending_users: dict[str, int] = {}
+        for op in program.mvm_ops():
+            for tile in op.tiles:
+                self.pending_users[tile.id] = self.pending_users.get(tile.id, 0) + 1
+        self.program_events: list[ProgramEvent] = []
+        self.compute_events: list[ComputeEvent] = []
+
+    # ---- resources ------------------------------------------------------------------
+    def program_tile(self, tile_id: str, crossbar: int, start_ns: int) -> int:
+        cost = program_cost(self.tiles[tile_id], self.target)
+        end_ns = start_ns + cost.latency_ns
+        old = self.crossbar_tile[crossbar]
+        if old is not None:
+            del self.tile_home[old]
+        self.crossbar_tile[crossbar] = tile_id
+        self.tile_home[tile_id] = crossbar
+        self.crossbar_free_ns[crossbar] = end_ns
+        self.program_events.append(ProgramEvent(tile_id, crossbar, start_ns, end_ns,
+                                                cost.energy_pj))
+        return end_ns
+
+    def place_resident(self) -> None:
+        for crossbar, tile_id in enumerate(self.tiles):
+            self.program_tile(tile_id, crossbar, 0)
+
+    def victims(self, now_ns: int, count: int, keep: set[int]) -> list[int] | None:
+        """Free crossbars to overwrite, best first; None when too few are free."""
+        free = [c for c in range(len(self.crossbar_tile))
+                if self.crossbar_free_ns[c] <= now_ns and c not in keep]
+        if len(free) < count:
+            return None
+
+        def eviction_order(crossbar: int) -> tuple[int, int, int]:
+            tile = self.crossbar_tile[crossbar]
+            if tile is None:
+                return (0, 0, crossbar)
+            still_needed = 1 if self.pending_users.get(tile, 0) > 0 else 0
+            return (1 + still_needed, self.crossbar_last_use[crossbar], crossbar)
+
+        return sorted(free, key=eviction_order)[:count]
+
+    def try_start_mvm(self, op: MvmOp, now_ns: int) -> bool:
+        placements: list[Placement] = []
+        ready_ns = now_ns
+        homes = {t.id: self.tile_home.get(t.id) for t in op.tiles}
+        cached = {c for c in homes.values() if c is not None}
+        if any(self.crossbar_free_ns[c] > now_ns for c in cached):
+            return False
+        missing = [tile_id for tile_id, home in homes.items() if home is None]
+        if missing:
+            if self.mode == "resident":
+                raise AssertionError(f"resident tile {missing[0]} has no crossbar")
+            chosen = self.victims(now_ns, len(missing), cached)
+            if chosen is None:
+                return False
+            for tile_id, crossbar in zip(missing, chosen, strict=True):
+                ready_ns = max(ready_ns, self.program_tile(tile_id, crossbar, now_ns))
+                homes[tile_id] = crossbar
+        start_ns = max([ready_ns] + [self.crossbar_free_ns[c] for c in cached])
+        end_ns = start_ns + self.latency[op.id]
+        for tile in op.tiles:
+            crossbar = homes[tile.id]
+            assert crossbar is not None
+            placements.append(Placement(tile.id, crossbar))
+            self.crossbar_free_ns[crossbar] = end_ns
+            self.crossbar_last_use[crossbar] = end_ns
+            self.pending_users[tile.id] -= 1
+        self.compute_events.append(ComputeEvent(op.id, start_ns, end_ns, tuple(placements)))
+        self.finish_at(op, end_ns)
+        return True
+
+    def try_start_digital(self, op: DigitalOp, now_ns: int) -> bool:
+        free_units = [u for u, free in enumerate(self.unit_free_ns) if free <= now_ns]
+        if not free_units:
+            return False
+        unit = free_units[0]
+        end_ns = now_ns + self.latency[op.id]
+        self.unit_free_ns[unit] = end_ns
+        self.compute_events.append(ComputeEvent(op.id, now_ns, end_ns, (), unit))
+        self.finish_at(op, end_ns)
+        return True
+
+    def finish_at(self, op: Op, end_ns: int) -> None:
+        heapq.heappush(self.completions, (end_ns, self.index[op.id], op.id))
+        heapq.heappush(self.wakeups, end_ns)
+
+    # ---- main loop ------------------------------------------------------------------
+    def run(self) -> Schedule:
+        if self.mode == "resident":
+            self.place_resident()
+        successors: dict[str, list[str]] = {op.id: [] for op in self.program.ops}
+        by_id = {op.id: op for op in self.program.ops}
+        waiting_on = {op_id: len(deps) for op_id, deps in self.program.deps.items()}
+        for op_id, deps in self.program.deps.items():
+            for dep in deps:
+                successors[dep].append(op_id)
+        self.completions: list[tuple[int, int, str]] = []
+        self.wakeups: list[int] = [0, *self.crossbar_free_ns]
+        heapq.heapify(self.wakeups)
+        ready = [op for op in self.program.ops if waiting_on[op.id] == 0]
+        left = len(self.program.ops)
+        while left:
+            if not self.wakeups:
+                raise AssertionError("scheduler stalled with operators left")
+            now_ns = heapq.heappop(self.wakeups)
+            while self.wakeups and self.wakeups[0] == now_ns:
+                heapq.heappop(self.wakeups)
+            while self.completions and self.completions[0][0] <= now_ns:
+                _, _, done = heapq.heappop(self.completions)
+                for successor in successors[done]:
+                    waiting_on[successor] -= 1
+                    if waiting_on[successor] == 0:
+                        ready.append(by_id[successor])
+            started = self.admit(ready, now_ns)
+            if started:
+                left -= len(started)
+                ready = [op for op in ready if op.id not in started]
+        return Schedule(self.mode, tuple(self.program_events),
+                        tuple(sorted(self.compute_events,
+                                     key=lambda e: (e.start_ns, self.index[e.op]))))
+
+    def admit(self, ready: list[Op], now_ns: int) -> set[str]:
+        """Start ready operators in rank order; each admission updates the ranking."""
+        started: set[str] = set()
+        admitted: list[Op] = []
+        candidates = list(ready)
+        while candidates:
+            candidates.sort(key=lambda op: rank_key(op, admitted, self.critical[op.id],
+                                                    self.index[op.id]), reverse=True)
+            op = candidates.pop(0)
+            ok = (self.try_start_mvm(op, now_ns) if isinstance(op, MvmOp)
+                  else self.try_start_digital(op, now_ns))
+            if ok:
+                started.add(op.id)
+                admitted.append(op)
+        return started
+
+
+def schedule_ops(program: CrossbarProgram, target: Target, mode: str = "auto") -> Schedule:
+    """Map a crossbar program onto the target with OPS.
+
+    Args:
+        program: the lowered group.
+        target: the chip (crossbar count, digital units, timing).
+        mode: ``resident``, ``dynamic`` or ``auto`` (resident when the weights fit).
+
+    Returns:
+        The schedule: every tile's programming on a concrete crossbar and every
+        operator's compute interval.
+    """
+    resolved = resolve_mode(program, target, mode)
+    schedule = _Scheduler(program, target, resolved).run()
+    logger.info("OPS %s: %d compute events, %d program events", resolved,
+                len(schedule.compute), len(schedule.program))
+    return schedule

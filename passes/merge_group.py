@@ -1,0 +1,236 @@
+"""Merge the G subnets of a group into one ONNX model that reads one shared input.
+
+A group is evaluated on the same images, so its subnets become one graph with one
+input and the union of their outputs. Each subnet keeps its own nodes here (prefixed
+``s{i}/`` so names never collide, and tagged with ``enasa.subnets``); finding what they
+compute in common is :mod:`.dedup`'s job. Keeping the merge separate means the merged
+model can be checked against the original subnets before anything is shared.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+import onnx
+import onnx_ir as ir
+
+from ._common import GROUP_SIZE_KEY, SUBNET_NAMES_KEY, SUBNET_OUTPUTS_KEY, set_subnets
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["MergeGroupPass", "merge_group"]
+
+
+class MergeGroupPass(ir.passes.FunctionalPass):
+    """Merge a subnet (the model the pass is called on) with ``others`` into a group model.
+
+    The pass model is subnet 0 and ``others`` are subnets 1..G-1, so the pass fits in a
+    :class:`onnx_ir.passes.PassManager` after per-subnet passes. No input model is changed.
+
+    Attributes:
+        others: Subnets 1..G-1.
+        names: Optional names of all G subnets (recorded in the model metadata).
+
+    """
+
+    def __init__(self, others: Sequence[ir.Model], names: Sequence[str] | None = None) -> None:
+        super().__init__()
+        self.others = tuple(others)
+        self.names = None if names is None else tuple(names)
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        """Return a new group model; see :func:`merge_group`."""
+        return ir.passes.PassResult(merge_group([model, *self.others], self.names), True)
+
+
+def merge_group(models: Sequence[ir.Model], names: Sequence[str] | None = None) -> ir.Model:
+    """Merge subnets into one group model.
+
+    The group model has one input (subnet 0's input, same name) and, per subnet ``i``,
+    the outputs ``s{i}/{original output name}``. Every node, value and initializer of
+    subnet ``i`` is prefixed ``s{i}/`` and every node is tagged ``enasa.subnets = "i"``.
+    Model metadata records the group size, the subnet names and each subnet's outputs.
+
+    Args:
+        models: The G subnets; each must have exactly one (non-initializer) input, of
+            the same shape and dtype.
+        names: Names of the subnets; defaults to ``subnet0``, ``subnet1``...
+
+    Returns:
+        A new model; the inputs are not modified.
+
+    Raises:
+        ValueError: When there are no models, the names do not match them, the inputs
+            differ, a model has model-local functions, or the opsets cannot be merged.
+
+    """
+    if not models:
+        raise ValueError("merge_group needs at least one subnet")
+    names = [f"subnet{i}" for i in range(len(models))] if names is None else list(names)
+    if len(names) != len(models):
+        raise ValueError(f"got {len(names)} subnet names for {len(models)} subnets")
+    for index, model in enumerate(models):
+        if model.functions:
+            raise ValueError(
+                f"subnet {index} ({names[index]}) has model-local functions; "
+                "inline them first (onnx_ir.passes.common.InlinePass)"
+            )
+    inputs = [_single_input(model, index, names[index]) for index, model in enumerate(models)]
+    _check_same_inputs(inputs, names)
+    opset_imports = _merged_opsets(models, names)
+
+    shared_input = ir.Value(name=inputs[0].name, shape=inputs[0].shape, type=inputs[0].type)
+    group_graph = ir.Graph(
+        inputs=[shared_input], outputs=[], nodes=[], opset_imports=opset_imports, name="group"
+    )
+    subnet_outputs: list[list[str]] = []
+    for index, model in enumerate(models):
+        subnet_outputs.append(_move_subnet(model.clone(), index, shared_input, group_graph))
+
+    return ir.Model(
+        group_graph,
+        ir_version=max(model.ir_version for model in models),
+        producer_name="enasa-compiler",
+        metadata_props={
+            GROUP_SIZE_KEY: str(len(models)),
+            SUBNET_NAMES_KEY: json.dumps(names),
+            SUBNET_OUTPUTS_KEY: json.dumps(subnet_outputs),
+        },
+    )
+
+
+def _single_input(model: ir.Model, index: int, name: str) -> ir.Value:
+    """Return a subnet's one real input; initializers listed as inputs do not count."""
+    real_inputs = [value for value in model.graph.inputs if value.const_value is None]
+    if len(real_inputs) != 1:
+        raise ValueError(
+            f"subnet {index} ({name}) has {len(real_inputs)} graph inputs "
+            f"{[value.name for value in real_inputs]}; a group subnet must have exactly one"
+        )
+    return real_inputs[0]
+
+
+def _describe(value: ir.Value) -> str:
+    shape = "unknown" if value.shape is None else str(list(value.shape))
+    dtype = "unknown" if value.dtype is None else value.dtype.name
+    return f"{shape} {dtype}"
+
+
+def _check_same_inputs(inputs: Sequence[ir.Value], names: Sequence[str]) -> None:
+    """Raise unless every subnet reads a tensor of subnet 0's input shape and dtype."""
+    reference = inputs[0]
+    for index, value in enumerate(inputs[1:], start=1):
+        if value.shape != reference.shape or value.dtype != reference.dtype:
+            raise ValueError(
+                f"subnet {index} ({names[index]}) input '{value.name}' is {_describe(value)} "
+                f"but subnet 0 ({names[0]}) input '{reference.name}' is "
+                f"{_describe(reference)}; all subnets of a group must read the same input"
+            )
+
+
+def _normal_domain(domain: str) -> str:
+    return "" if domain == "ai.onnx" else domain
+
+
+def _merged_opsets(models: Sequence[ir.Model], names: Sequence[str]) -> dict[str, int]:
+    """Return the highest opset per domain, after checking every node means the same there.
+
+    A node written for opset 13 runs under opset 18 only if its operator's schema did not
+    change in between (``ReduceMean`` moved ``axes`` to an input in 18, for example).
+    """
+    merged: dict[str, int] = {}
+    for model in models:
+        for domain, version in model.opset_imports.items():
+            domain = _normal_domain(domain)
+            merged[domain] = max(merged.get(domain, version), version)
+    for index, model in enumerate(models):
+        versions = {_normal_domain(d): v for d, v in model.opset_imports.items()}
+        for node in ir.traversal.RecursiveGraphIterator(model.graph):
+            domain = _normal_domain(node.domain)
+            own, target = versions.get(domain), merged.get(domain)
+            if own is None or target is None or own == target:
+                continue
+            if not _same_schema(node.op_type, domain, own, target):
+                raise ValueError(
+                    f"subnet {index} ({names[index]}) uses opset {own} of domain "
+                    f"'{domain or 'ai.onnx'}' but another subnet uses {target}, and "
+                    f"{node.op_type} differs between them; export all subnets with the "
+                    "same opset_version"
+                )
+    return merged
+
+
+def _same_schema(op_type: str, domain: str, low: int, high: int) -> bool:
+    try:
+        old = onnx.defs.get_schema(op_type, low, domain)
+        new = onnx.defs.get_schema(op_type, high, domain)
+    except onnx.defs.SchemaError:
+        return False
+    return old.since_version == new.since_version
+
+
+def _move_subnet(
+    subnet: ir.Model, index: int, shared_input: ir.Value, group_graph: ir.Graph
+) -> list[str]:
+    """Move a (cloned) subnet's nodes and initializers into the group graph.
+
+    Returns:
+        The group output names of this subnet, in the subnet's output order.
+
+    """
+    prefix = f"s{index}/"
+    graph = subnet.graph
+    own_input = next(value for value in graph.inputs if value.const_value is None)
+    output_names = [f"{prefix}{value.name}" for value in graph.outputs]
+    original_outputs = list(graph.outputs)
+
+    for node in ir.traversal.RecursiveGraphIterator(graph):
+        if node.name:
+            node.name = prefix + node.name
+        for value in node.outputs:
+            if value.name:
+                value.name = prefix + value.name
+    for subgraph in graph.subgraphs():
+        for value in [*subgraph.inputs, *subgraph.initializers.values()]:
+            if value.name:
+                value.name = prefix + value.name
+
+    for name in list(graph.initializers):
+        value = graph.initializers.pop(name)
+        value.name = prefix + name
+        if value.const_value is not None:
+            value.const_value.name = value.name
+        group_graph.register_initializer(value)
+
+    own_input.replace_all_uses_with(shared_input)
+    nodes = list(graph)
+    graph.remove(nodes)
+    for node in nodes:
+        set_subnets(node, [index])
+    group_graph.extend(nodes)
+
+    for value, name in zip(original_outputs, output_names, strict=True):
+        group_graph.outputs.append(_as_output(value, name, index, own_input, group_graph))
+    return output_names
+
+
+def _as_output(
+    value: ir.Value, name: str, index: int, own_input: ir.Value, group_graph: ir.Graph
+) -> ir.Value:
+    """Return the value to list as group output ``name``, adding an Identity if needed.
+
+    A node output can be listed directly (it already carries the prefixed name). A
+    subnet output that is its input, an initializer or a value already listed cannot: a
+    value has one name and may be listed once.
+    """
+    if value.producer() is not None and value not in group_graph.outputs:
+        return value
+    source = group_graph.inputs[0] if value is own_input else value
+    identity = ir.node("Identity", inputs=[source], name=f"{name}_identity")
+    alias = identity.outputs[0]
+    alias.name, alias.shape, alias.type = name, value.shape, value.type
+    set_subnets(identity, [index])
+    group_graph.append(identity)
+    return alias
