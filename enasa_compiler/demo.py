@@ -13,6 +13,7 @@ import logging
 import random
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,13 @@ logger = logging.getLogger(__name__)
 __all__ = ["format_demo", "group_model_max_error", "run_demo"]
 
 
-def group_model_max_error(group: ir.Model, subnet_files: list[Path], seed: int = 0) -> float:
-    """Largest output difference between the group model and each subnet, in onnxruntime."""
+def group_model_max_error(
+    group: ir.Model, subnets: Sequence[Path | ir.Model], seed: int = 0
+) -> float:
+    """Largest output difference between the group model and each subnet, in onnxruntime.
+
+    ``subnets`` are ONNX files or ``onnx_ir`` models, in group order.
+    """
     proto = ir.serde.serialize_model(group)
     session = ort.InferenceSession(proto.SerializeToString(),
                                    providers=["CPUExecutionProvider"])
@@ -36,8 +42,10 @@ def group_model_max_error(group: ir.Model, subnet_files: list[Path], seed: int =
                              session.run(None, {session.get_inputs()[0].name: images}),
                              strict=True))
     worst = 0.0
-    for index, path in enumerate(subnet_files):
-        reference = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for index, subnet in enumerate(subnets):
+        source = (ir.serde.serialize_model(subnet).SerializeToString()
+                  if isinstance(subnet, ir.Model) else str(subnet))
+        reference = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
         expected = reference.run(None, {reference.get_inputs()[0].name: images})
         names = [n for n in group_outputs if n.startswith(f"s{index}/")]
         for name, value in zip(names, expected, strict=True):
@@ -111,11 +119,12 @@ def format_demo(result: dict[str, Any]) -> str:
         f"{result['macs_after'] / 1e6:.2f} MMACs ({result['dedup_mac_ratio']:.2f}x)",
         f"group model vs subnets in onnxruntime: max abs error "
         f"{result['group_model_max_abs_error']:.2e}",
-        f"makespan {result['makespan_ns'] / 1e3:.1f} us, energy {result['energy_pj'] / 1e6:.3f}"
-        f" uJ, {result['crossbars_used']} crossbars",
+        f"makespan {result['makespan_ns'] / 1e3:.1f} us, energy "
+        f"{result['energy_pj'] / 1e6:.3f} uJ, {result['crossbars_used']} crossbars",
         f"utilization {result['utilization']:.2%} of the chip, "
         f"{result['allocated_utilization']:.2%} of allocated crossbars, spatial "
         f"{result['spatial_utilization']:.2%}",
-        "plan valid" if result["valid"] else "plan INVALID: " + "; ".join(result["violations"]),
+        ("plan valid" if result["valid"]
+         else "plan INVALID: " + "; ".join(result["violations"])),
     ]
     return "\n".join(lines)

@@ -42,6 +42,7 @@ class SubnetModel:
         sha256: hash of the source file bytes (or of the serialized proto).
         model: the subnet as an ``onnx_ir`` model.
         arch: the architecture recorded in its metadata (``enasa.arch``), if any.
+
     """
 
     name: str
@@ -194,6 +195,7 @@ def load_subnet(source: ModelSource, *, batch: int = 1, index: int = 0) -> Subne
         InputError: not ONNX, fails the checker, dynamic input shape, external data
             outside its folder, or shape inference fails.
         UnsupportedModelError: opset below 13, or not exactly one input.
+
     """
     if batch < 1:
         raise InputError(f"batch size must be at least 1, got {batch}")
@@ -215,6 +217,7 @@ def load_group(sources: Sequence[ModelSource], *, batch: int = 1) -> list[Subnet
     Raises:
         InputError: no model given, or input shapes or types that differ between
             subnets (the message names both).
+
     """
     if not sources:
         raise InputError("no model given; a group needs at least one subnet")

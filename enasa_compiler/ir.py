@@ -84,6 +84,7 @@ class WeightMatrix:
         columns_per_weight: physical columns one logical column needs
             (bit slices times 2 for differential).
         tiles: row-major list of tiles (row block outer, column block inner).
+
     """
 
     id: str
@@ -115,6 +116,7 @@ class MvmOp:
         macs: multiply-accumulates per image.
         layer: a layer key shared by operators of the same layer in different
             subnets (used by OPS to batch them).
+
     """
 
     id: str
@@ -149,6 +151,7 @@ class DigitalOp:
         ops: digital operations per image (MACs for a depthwise conv run digitally,
             one per output element for element-wise ops, window size for pooling).
         layer: layer key, as for :class:`MvmOp`.
+
     """
 
     id: str
@@ -180,6 +183,7 @@ class CrossbarProgram:
         w_bits, cell_bits, a_bits: the precisions the tiling used.
         signed_scheme: how signed weights were laid out.
         batch: images per run (the fixed batch dimension of the input).
+
     """
 
     ops: tuple[Op, ...]

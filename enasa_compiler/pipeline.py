@@ -47,6 +47,7 @@ def build_group_model(subnets: Sequence[SubnetModel]) -> tuple[ir.Model, dict[st
 
     Returns:
         The group model and the dedup statistics (nodes and MACs before/after).
+
     """
     canonical = [PassManager([CanonicalizePass()])(s.model).model for s in subnets]
     dedup = DedupPass()
@@ -152,5 +153,6 @@ def compile(  # noqa: A001 - the public name mirrors the `enasa compile` command
 
     Raises:
         InputError: bad models, target or options (one line, safe to show users).
+
     """
     return compile_detailed(models, target, solver=solver, mode=mode, batch=batch).plan

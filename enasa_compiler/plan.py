@@ -181,7 +181,7 @@ class Plan:
 
     # ---- JSON -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """The plan as JSON-ready data (the schema's shape)."""
+        """Return the plan as JSON-ready data (the schema's shape)."""
         return {
             "format": PLAN_FORMAT,
             "version": self.version,
@@ -248,6 +248,7 @@ class Plan:
 
         Raises:
             InputError: a key or value the typed plan cannot hold.
+
         """
         try:
             return _plan_from_dict(data)
@@ -261,6 +262,7 @@ class Plan:
 
         Raises:
             InputError: unreadable, not JSON, or not a valid plan document.
+
         """
         from enasa_compiler.plan_schema import check_schema
 

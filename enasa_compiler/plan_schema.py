@@ -26,6 +26,8 @@ _SCHEMA_PATH = "schemas/plan.schema.json"
 # A message may quote the offending value; a whole target or tile list would drown it.
 _MAX_MESSAGE_CHARS = 200
 
+_PathKey = tuple[tuple[int, int, str], ...]
+
 
 @functools.cache
 def _cached_schema() -> dict[str, Any]:
@@ -49,7 +51,7 @@ def _field_path(error: jsonschema.ValidationError) -> str:
     return ".".join(str(part) for part in error.absolute_path) or "(top level)"
 
 
-def _sort_key(error: jsonschema.ValidationError) -> tuple[tuple[tuple[int, int, str], ...], str]:
+def _sort_key(error: jsonschema.ValidationError) -> tuple[_PathKey, str]:
     # Indices sort numerically (operators.2 before operators.10); keys by name.
     parts = tuple((0, part, "") if isinstance(part, int) else (1, 0, str(part))
                   for part in error.absolute_path)
@@ -72,6 +74,7 @@ def check_schema(data: Any) -> list[str]:
         One line per violation, ``"field <path>: <message>"`` with a dotted path
         (``operators.3.latency_ns``, ``(top level)`` for the root), sorted by path.
         Empty when the document has the plan's shape.
+
     """
     errors = sorted(_validator().iter_errors(data), key=_sort_key)
     return [f"field {_field_path(e)}: {_short(e.message)}" for e in errors]

@@ -17,8 +17,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from enasa_compiler.plan import ComputeEvent, PlanOperator, ProgramEvent, Totals
 from enasa_compiler.ir import Tile
+from enasa_compiler.plan import ComputeEvent, PlanOperator, ProgramEvent, Totals
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ def compute_totals(
         compute: compute events.
         chip_crossbars: crossbars on the chip.
         crossbar_cells: ``rows * cols`` of one crossbar.
+
     """
     events = [(e.start_ns, e.end_ns) for e in program] + [(e.start_ns, e.end_ns)
                                                          for e in compute]

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 import os
-import tempfile
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -53,7 +53,7 @@ def _export_legacy(module: torch.nn.Module, example: torch.Tensor, opset: int) -
         torch.onnx.export(
             module,
             (example,),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # the TorchScript exporter takes file objects
             dynamo=False,
             opset_version=opset,
             input_names=["input"],
@@ -70,18 +70,21 @@ def _export_dynamo(module: torch.nn.Module, example: torch.Tensor, opset: int) -
 
     # The default optimizer fuses BN into the conv weights but keeps the raw weight
     # names, so values would no longer match the supernet; fold constants only.
-    program = torch.onnx.export(
-        module,
-        (example,),
-        None,
-        dynamo=True,
-        optimize=False,
-        verbose=False,
-        opset_version=opset,
-        input_names=["input"],
-        output_names=["logits"],
-        do_constant_folding=True,
-    )
+    with warnings.catch_warnings():
+        # torch.export's own deprecation notices are not actionable here.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        program = torch.onnx.export(
+            module,
+            (example,),
+            None,
+            dynamo=True,
+            optimize=False,
+            verbose=False,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            do_constant_folding=True,
+        )
     if program is None:
         raise RuntimeError("dynamo export returned no program")
     model = program.model
@@ -110,15 +113,13 @@ def _restore_linear_weights(model: ir.Model, params: Mapping[str, torch.Tensor])
         if node.op_type != "MatMul":
             continue
         data, folded = node.inputs
-        if folded is None or folded.const_value is None:
+        if folded is None or folded.const_value is None or folded.name in matrices:
             continue
         if data is None or not _is_matrix(data):
             continue
         transposed = folded.const_value.numpy()
-        name = next(
-            (n for n, w in matrices.items() if np.array_equal(w.T, transposed)), None
-        )
-        if name is None or folded.name in matrices:
+        name = next((n for n, w in matrices.items() if np.array_equal(w.T, transposed)), None)
+        if name is None:
             continue
         weight = graph.initializers.get(name)
         if weight is None:
@@ -136,12 +137,16 @@ def _drop_zero_biases(model: ir.Model) -> None:
         if node.op_type not in ("Conv", "Gemm") or len(node.inputs) != 3:
             continue
         bias = node.inputs[2]
-        if bias is not None and bias.const_value is not None and not bias.const_value.numpy().any():
+        if (
+            bias is not None
+            and bias.const_value is not None
+            and not bias.const_value.numpy().any()
+        ):
             node.resize_inputs(2)
 
 
 def _tidy(model: ir.Model, params: Mapping[str, torch.Tensor]) -> None:
-    """Make both exporters' graphs alike: named weights, tensors as initializers, no dead nodes."""
+    """Make both exporters' graphs alike: named weights, initializers, no dead nodes."""
     ir_passes.LiftConstantsToInitializersPass(lift_all_constants=False, size_limit=0)(model)
     _restore_linear_weights(model, params)
     _drop_zero_biases(model)
@@ -150,15 +155,16 @@ def _tidy(model: ir.Model, params: Mapping[str, torch.Tensor]) -> None:
 
 def _write_atomically(model: onnx.ModelProto, path: Path) -> None:
     # A reader (or a crashed run) never sees a half-written model under the final name.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    # A plain exclusive open (not mkstemp, whose files are 0600) keeps the usual umask.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open(tmp, "xb") as handle:
             handle.write(model.SerializeToString())
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -187,12 +193,16 @@ def export_subnet(
 
     Returns:
         The path written.
+
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if dynamo and opset < _DYNAMO_MIN_OPSET:
-        logger.info("dynamo exporter needs opset >= %d; using it instead of %d",
-                    _DYNAMO_MIN_OPSET, opset)
+        logger.info(
+            "dynamo exporter needs opset >= %d; using it instead of %d",
+            _DYNAMO_MIN_OPSET,
+            opset,
+        )
         opset = _DYNAMO_MIN_OPSET
     subnet = supernet.subnet(arch)
     path = Path(path)
@@ -227,6 +237,7 @@ def export_group(
         archs: The group, in the order that gives the file indices.
         out_dir: Destination folder, created if missing.
         **kw: Passed on to :func:`export_subnet` (batch_size, opset, dynamo).
+
     """
     out = Path(out_dir)
     return [
@@ -240,6 +251,7 @@ def read_arch(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[int, ...
 
     Raises:
         KeyError: The model carries no ``enasa.arch`` entry.
+
     """
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load_model(os.fspath(model), load_external_data=False)
@@ -264,7 +276,9 @@ def _calibrate_batchnorm(supernet: SposSupernet, images: torch.Tensor) -> None:
     supernet.train()
     with torch.no_grad():
         for offset in range(supernet.num_choices):
-            arch = [(layer + offset) % supernet.num_choices for layer in range(supernet.num_layers)]
+            arch = [
+                (layer + offset) % supernet.num_choices for layer in range(supernet.num_layers)
+            ]
             supernet(images, arch)
     for bn in batchnorms:
         bn.momentum = 0.1

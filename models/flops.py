@@ -31,6 +31,7 @@ class ModelCost:
         macs: Multiply-accumulates of Conv2d and Linear layers.
         params: Parameters of the Conv2d, Linear and BatchNorm layers that ran
             (affine-free BN contributes nothing; running statistics are not parameters).
+
     """
 
     macs: int
@@ -61,7 +62,9 @@ def _module_macs(module: nn.Module, output: torch.Tensor) -> int:
     return 0
 
 
-def count_cost(model: nn.Module, example_input: torch.Tensor, *args: Any, **kwargs: Any) -> ModelCost:
+def count_cost(
+    model: nn.Module, example_input: torch.Tensor, *args: Any, **kwargs: Any
+) -> ModelCost:
     """Run ``model(example_input, *args, **kwargs)`` once and count its per-image cost.
 
     The model runs in eval mode without gradients (its mode is restored afterwards), so
@@ -73,6 +76,7 @@ def count_cost(model: nn.Module, example_input: torch.Tensor, *args: Any, **kwar
         example_input: A batch of inputs; MACs are reported per image of the batch.
         *args: Further positional arguments of ``forward`` (e.g. a supernet ``arch``).
         **kwargs: Keyword arguments of ``forward``.
+
     """
     macs = 0
     ran: dict[int, nn.Module] = {}
@@ -82,7 +86,9 @@ def count_cost(model: nn.Module, example_input: torch.Tensor, *args: Any, **kwar
         macs += _module_macs(module, output)
         ran[id(module)] = module
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)]
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, _COUNTED)
+    ]
     was_training = model.training
     try:
         model.eval()

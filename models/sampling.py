@@ -22,7 +22,9 @@ Arch = tuple[int, ...]
 RandomSource = random.Random | np.random.Generator | int
 """A ``random.Random``, a NumPy ``Generator``, or an int seed for a fresh ``random.Random``."""
 
-_ENUMERATE_LIMIT = 1 << 16  # below this many free choices, shuffle them all instead of retrying
+_ENUMERATE_LIMIT = (
+    1 << 16
+)  # below this many free choices, shuffle them all instead of retrying
 
 
 def _as_rng(rng: RandomSource) -> random.Random | np.random.Generator:
@@ -57,6 +59,7 @@ def sample_uniform(num_layers: int, num_choices: int, rng: RandomSource) -> Arch
         num_layers: Choice layers in the supernet.
         num_choices: Candidate blocks per layer.
         rng: Source of randomness; the same seed gives the same architecture.
+
     """
     _check_counts(num_layers, num_choices)
     return _draw(_as_rng(rng), num_layers, num_choices)
@@ -128,6 +131,7 @@ def sample_shared_group(
 
     Raises:
         ValueError: Negative counts, or shared layers that overlap or exceed num_layers.
+
     """
     _check_counts(num_layers, num_choices)
     if group_size < 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -79,7 +80,9 @@ def _pointwise(inp: int, out: int) -> nn.Conv2d:
 
 
 def _depthwise(channels: int, ksize: int, stride: int) -> nn.Conv2d:
-    return nn.Conv2d(channels, channels, ksize, stride, ksize // 2, groups=channels, bias=False)
+    return nn.Conv2d(
+        channels, channels, ksize, stride, ksize // 2, groups=channels, bias=False
+    )
 
 
 class _ShuffleUnit(nn.Module):
@@ -122,7 +125,10 @@ class _ShuffleUnit(nn.Module):
 
 
 class ShuffleBlock(_ShuffleUnit):
-    """SPOS choices 0-2: pw inp->mid, BN, ReLU; dw kxk (stride), BN; pw mid->out-inp, BN, ReLU."""
+    """SPOS choices 0-2: pw inp->mid, BN, ReLU; dw kxk (stride), BN; pw mid->out-inp, BN, ReLU.
+
+    ``ksize`` is 3, 5 or 7 for choices 0, 1, 2; the stride-2 projection uses it too.
+    """
 
     def __init__(self, inp: int, out: int, mid: int, *, ksize: int, stride: int) -> None:
         super().__init__(inp, out, mid, stride, proj_ksize=ksize)
@@ -140,7 +146,7 @@ class ShuffleBlock(_ShuffleUnit):
 
 
 class ShuffleXceptionBlock(_ShuffleUnit):
-    """SPOS choice 3: three (dw3x3, BN, pw, BN, ReLU) units; only the first dw has the stride."""
+    """SPOS choice 3 (Xception): three dw3x3, BN, pw, BN, ReLU units; the first dw strides."""
 
     def __init__(self, inp: int, out: int, mid: int, *, stride: int) -> None:
         super().__init__(inp, out, mid, stride, proj_ksize=3)
@@ -222,6 +228,7 @@ class SposSupernet(nn.Module):
         num_classes: Classifier outputs.
         input_size: Image side; a multiple of 32 because the network strides by 32.
         stage_repeats: Choice layers per stage; smaller values make tiny test variants.
+
     """
 
     supernet_name = "spos"
@@ -296,6 +303,7 @@ class SposSupernet(nn.Module):
 
         Raises:
             ValueError: Wrong length or a choice outside ``[0, SPOS_CHOICES)``.
+
         """
         arch = tuple(int(c) for c in arch)
         if len(arch) != self.num_layers:
@@ -309,9 +317,13 @@ class SposSupernet(nn.Module):
         """Run the single path ``arch`` (one choice index per layer) on images ``x``."""
         arch = self.check_arch(arch)
         x = self.first_conv(x)
-        for layer, choice in zip(self.features, arch, strict=True):
-            x = layer[choice](x)
+        for layer, choice in enumerate(arch):
+            x = self.block(layer, choice)(x)
         return _run_head(self, x)
+
+    def block(self, layer: int, choice: int) -> nn.Module:
+        """Return candidate ``choice`` of choice layer ``layer``."""
+        return cast(nn.ModuleList, self.features[layer])[choice]
 
     def subnet(self, arch: Sequence[int]) -> SposSubnet:
         """Return the weight-sharing view of this supernet fixed to ``arch``."""
@@ -336,8 +348,8 @@ class SposSubnet(nn.Module):
         self.input_size = supernet.input_size
         self.first_conv = supernet.first_conv
         self.features = nn.ModuleList(
-            nn.ModuleDict({str(choice): layer[choice]})
-            for layer, choice in zip(supernet.features, self.arch, strict=True)
+            nn.ModuleDict({str(choice): supernet.block(layer, choice)})
+            for layer, choice in enumerate(self.arch)
         )
         self.conv_last = supernet.conv_last
         self.globalpool = supernet.globalpool
@@ -348,5 +360,5 @@ class SposSubnet(nn.Module):
         """Run the fixed path on images ``x`` of shape (N, 3, input_size, input_size)."""
         x = self.first_conv(x)
         for layer, choice in zip(self.features, self.arch, strict=True):
-            x = layer[str(choice)](x)
+            x = cast(nn.ModuleDict, layer)[str(choice)](x)
         return _run_head(self, x)

@@ -107,10 +107,10 @@ class CanonicalizePass(ir.passes.InPlacePass):
                 return False
         try:
             results = _evaluate(node, opsets)
-        except Exception as error:  # noqa: BLE001 - any evaluator failure means "keep it"
+        except Exception as error:  # any evaluator failure just means "keep the node"
             logger.debug("Not folding %s '%s': %s", node.op_type, node.name, error)
             return False
-        if results is None or any(array.size > self.fold_size_limit for array in results):
+        if any(array.size > self.fold_size_limit for array in results):
             return False
         names = {value.name for value in graph.initializers.values()}
         replacements = []
@@ -179,7 +179,7 @@ def _all_inputs_constant(node: ir.Node) -> bool:
     return bool(present) and all(constant_tensor(value) is not None for value in present)
 
 
-def _evaluate(node: ir.Node, opsets: dict[str, int]) -> list[np.ndarray] | None:
+def _evaluate(node: ir.Node, opsets: dict[str, int]) -> list[np.ndarray]:
     """Compute a foldable node's outputs with numpy or the ONNX reference evaluator."""
     if node.op_type == "Shape" and (dims := _static_dims(node.inputs[0])) is not None:
         # The slice semantics of start/end (opset 15) are Python's, negatives included.
@@ -207,7 +207,9 @@ def _evaluate(node: ir.Node, opsets: dict[str, int]) -> list[np.ndarray] | None:
         node_proto.input.append(name)
         feeds[name] = np.asarray(tensor.numpy())
         input_infos.append(
-            onnx.helper.make_tensor_value_info(name, int(tensor.dtype), list(tensor.shape))
+            onnx.helper.make_tensor_value_info(
+                name, int(tensor.dtype), list(tensor.shape.numpy())
+            )
         )
     output_names = [f"output_{index}" for index in range(len(node.outputs))]
     node_proto.output.extend(output_names)
@@ -294,20 +296,21 @@ def _fold_batch_norm(graph: ir.Graph, batch_norm: ir.Node) -> bool:
     ``Conv(x, W * f, (b - mean) * f + beta)``. Fresh initializers are created because the
     old weight may be read by other nodes.
     """
-    if len(batch_norm.inputs) != 5 or batch_norm.attributes.get_int("training_mode", 0):
+    if len(batch_norm.inputs) != 5 or batch_norm.attributes.get_int("training_mode", 0) != 0:
         return False
     if any(output.uses() or output.is_graph_output() for output in batch_norm.outputs[1:]):
         return False
     conv_output = batch_norm.inputs[0]
     conv = conv_output.producer() if conv_output is not None else None
-    if conv is None or conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
+    if conv_output is None or conv is None or conv.graph is not graph:
         return False
-    if conv.graph is not graph or conv_output.is_graph_output():
+    if conv.op_type != "Conv" or conv.domain not in ("", "ai.onnx"):
         return False
-    if len(conv_output.uses()) != 1:
+    if conv_output.is_graph_output() or len(conv_output.uses()) != 1:
         return False
+    conv_weight = conv.inputs[1]
     bn_arrays = _constant_arrays(batch_norm.inputs[1:5])
-    weight = constant_tensor(conv.inputs[1])
+    weight = constant_tensor(conv_weight)
     has_bias = len(conv.inputs) > 2 and conv.inputs[2] is not None
     bias = constant_tensor(conv.inputs[2]) if has_bias else None
     if bn_arrays is None or weight is None or (has_bias and bias is None):
@@ -327,8 +330,8 @@ def _fold_batch_norm(graph: ir.Graph, batch_norm: ir.Node) -> bool:
     )
     new_bias = ((old_bias - mean) * factor + beta).astype(weight_array.dtype)
 
-    taken = {name for name in graph.initializers}
-    base = conv.inputs[1].name or conv.name or "conv"
+    taken: set[str | None] = set(graph.initializers)
+    base = (conv_weight.name if conv_weight is not None else None) or conv.name or "conv"
     new_values = []
     for suffix, array in (("bn_weight", new_weight), ("bn_bias", new_bias)):
         name = _fresh_name(taken, f"{base}_{suffix}")
@@ -348,10 +351,11 @@ def _fold_batch_norm(graph: ir.Graph, batch_norm: ir.Node) -> bool:
     bn_output = batch_norm.outputs[0]
     if conv_output.shape is None:
         conv_output.shape = bn_output.shape
-    was_output, name = bn_output.is_graph_output(), bn_output.name
+    was_output, output_name = bn_output.is_graph_output(), bn_output.name
     ir.convenience.replace_all_uses_with(bn_output, conv_output, replace_graph_outputs=True)
     graph.remove(batch_norm, safe=True)
     if was_output:
-        conv_output.name = name
+        # The model's interface keeps the output name the BatchNormalization gave it.
+        conv_output.name = output_name
     logger.debug("Folded BatchNormalization '%s' into Conv '%s'", batch_norm.name, conv.name)
     return True

@@ -59,9 +59,10 @@ class DedupStats:
 class DedupPass(ir.passes.InPlacePass):
     """Merge identical operators of a group model into one node tagged with all subnets.
 
-    After :meth:`call`, ``self.stats`` holds a :class:`DedupStats`; the same numbers are
-    written to the model metadata as ``enasa.dedup.<field>``. Nodes are topologically
-    sorted as a side effect.
+    After :meth:`call`, ``self.stats`` holds a :class:`DedupStats` of that call; the same
+    numbers are written to the model metadata as ``enasa.dedup.<field>`` (unless the call
+    found nothing and earlier numbers are recorded). Nodes are topologically sorted as a
+    side effect.
     """
 
     def __init__(self) -> None:
@@ -88,10 +89,15 @@ class DedupPass(ir.passes.InPlacePass):
             macs_removed=macs_before - macs_after,
             initializers_removed=initializers_removed,
         )
-        for field, number in dataclasses.asdict(self.stats).items():
-            model.metadata_props[f"{DEDUP_KEY_PREFIX}{field}"] = str(number)
+        modified = bool(initializers_removed or nodes_merged)
+        already_recorded = f"{DEDUP_KEY_PREFIX}nodes_removed" in model.metadata_props
+        if modified or not already_recorded:
+            # A rerun that finds nothing (a PassManager loop) keeps the numbers of the run
+            # that did the work.
+            for field, number in dataclasses.asdict(self.stats).items():
+                model.metadata_props[f"{DEDUP_KEY_PREFIX}{field}"] = str(number)
         logger.info("Dedup: %s", self.stats)
-        return ir.passes.PassResult(model, modified=bool(initializers_removed or nodes_merged))
+        return ir.passes.PassResult(model, modified=modified)
 
 
 def dedup(model: ir.Model) -> DedupStats:

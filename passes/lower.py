@@ -84,7 +84,7 @@ def tile_matrix(
         raise InputError(
             f"a weight needs {columns_per_weight} columns but a crossbar has {crossbar_cols}"
         )
-    tiles = []
+    tiles: list[Tile] = []
     for row_start in range(0, rows, crossbar_rows):
         row_stop = min(rows, row_start + crossbar_rows)
         for col_start in range(0, cols, cols_per_crossbar):
@@ -185,8 +185,8 @@ class _Lowerer:
             for g in range(groups)
         )
         return MvmOp(
-            id=node.name, op_type=node.op_type, subnets=_common.get_subnets(node),
-            inputs=_activation_inputs(node), outputs=tuple(v.name for v in node.outputs),
+            id=node.name or "", op_type=node.op_type, subnets=_common.get_subnets(node),
+            inputs=_activation_inputs(node), outputs=tuple(v.name or "" for v in node.outputs),
             weights=matrices, vectors_per_image=vectors, macs=macs, layer=_layer_key(node),
         )
 
@@ -207,8 +207,8 @@ class _Lowerer:
         assert digest is not None
         matrix = self.weight_matrix(_group_digest(digest, 0, 1), rows, cols)
         return MvmOp(
-            id=node.name, op_type=node.op_type, subnets=_common.get_subnets(node),
-            inputs=_activation_inputs(node), outputs=tuple(v.name for v in node.outputs),
+            id=node.name or "", op_type=node.op_type, subnets=_common.get_subnets(node),
+            inputs=_activation_inputs(node), outputs=tuple(v.name or "" for v in node.outputs),
             weights=(matrix,), vectors_per_image=max(1, vectors), macs=rows * cols * vectors,
             layer=_layer_key(node),
         )
@@ -225,8 +225,8 @@ class _Lowerer:
             else:
                 ops_per_image = elements
         return DigitalOp(
-            id=node.name, op_type=node.op_type, subnets=_common.get_subnets(node),
-            inputs=_activation_inputs(node), outputs=tuple(v.name for v in node.outputs),
+            id=node.name or "", op_type=node.op_type, subnets=_common.get_subnets(node),
+            inputs=_activation_inputs(node), outputs=tuple(v.name or "" for v in node.outputs),
             elements=elements, ops=max(1, ops_per_image), layer=_layer_key(node),
         )
 
@@ -257,6 +257,7 @@ def lower(model: ir.Model, target: Target) -> CrossbarProgram:
     Raises:
         UnsupportedModelError: an operator the digital units do not implement.
         InputError: a value without a static shape.
+
     """
     graph = model.graph
     if len(graph.inputs) != 1:
@@ -274,7 +275,8 @@ def lower(model: ir.Model, target: Target) -> CrossbarProgram:
         if not node.name:
             raise InputError(f"a {node.op_type} node has no name; run the merge pass first")
         if all(_is_constant(v) for v in node.inputs if v is not None) and node.inputs:
-            raise InputError(f"node '{node.name}' has only constant inputs; canonicalize first")
+            raise InputError(
+                f"node '{node.name}' has only constant inputs; canonicalize first")
         op = lowerer.lower_node(node)
         deps[op.id] = tuple(dict.fromkeys(producer[name] for name in op.inputs
                                           if name in producer))

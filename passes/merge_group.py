@@ -14,6 +14,7 @@ import logging
 from collections.abc import Sequence
 
 import onnx
+import onnx.version_converter
 import onnx_ir as ir
 
 from ._common import GROUP_SIZE_KEY, SUBNET_NAMES_KEY, SUBNET_OUTPUTS_KEY, set_subnets
@@ -63,7 +64,8 @@ def merge_group(models: Sequence[ir.Model], names: Sequence[str] | None = None) 
 
     Raises:
         ValueError: When there are no models, the names do not match them, the inputs
-            differ, a model has model-local functions, or the opsets cannot be merged.
+            differ, a model has model-local functions, or the opsets cannot be made equal
+            (subnets with a lower default-domain opset are converted up to the highest).
 
     """
     if not models:
@@ -79,19 +81,19 @@ def merge_group(models: Sequence[ir.Model], names: Sequence[str] | None = None) 
             )
     inputs = [_single_input(model, index, names[index]) for index, model in enumerate(models)]
     _check_same_inputs(inputs, names)
-    opset_imports = _merged_opsets(models, names)
+    clones, opset_imports = _common_opsets(models, names)
 
     shared_input = ir.Value(name=inputs[0].name, shape=inputs[0].shape, type=inputs[0].type)
     group_graph = ir.Graph(
         inputs=[shared_input], outputs=[], nodes=[], opset_imports=opset_imports, name="group"
     )
-    subnet_outputs: list[list[str]] = []
-    for index, model in enumerate(models):
-        subnet_outputs.append(_move_subnet(model.clone(), index, shared_input, group_graph))
-
+    subnet_outputs = [
+        _move_subnet(clone, index, shared_input, group_graph)
+        for index, clone in enumerate(clones)
+    ]
     return ir.Model(
         group_graph,
-        ir_version=max(model.ir_version for model in models),
+        ir_version=max(clone.ir_version for clone in clones),
         producer_name="enasa-compiler",
         metadata_props={
             GROUP_SIZE_KEY: str(len(models)),
@@ -134,47 +136,60 @@ def _normal_domain(domain: str) -> str:
     return "" if domain == "ai.onnx" else domain
 
 
-def _merged_opsets(models: Sequence[ir.Model], names: Sequence[str]) -> dict[str, int]:
-    """Return the highest opset per domain, after checking every node means the same there.
+def _common_opsets(
+    models: Sequence[ir.Model], names: Sequence[str]
+) -> tuple[list[ir.Model], dict[str, int]]:
+    """Bring every subnet to the highest opset of each domain.
 
-    A node written for opset 13 runs under opset 18 only if its operator's schema did not
-    change in between (``ReduceMean`` moved ``axes`` to an input in 18, for example).
+    One graph has one opset per domain, and a node written for opset 13 does not always
+    mean the same under 18 (``ReduceMean`` moved ``axes`` to an input), so lower-opset
+    subnets go through ``onnx.version_converter``. Only the default domain has a
+    converter; other domains must already agree.
+
+    Returns:
+        Clones of the models (converted where needed) and the merged opset imports.
+
     """
     merged: dict[str, int] = {}
     for model in models:
         for domain, version in model.opset_imports.items():
             domain = _normal_domain(domain)
             merged[domain] = max(merged.get(domain, version), version)
+    upgraded = []
     for index, model in enumerate(models):
         versions = {_normal_domain(d): v for d, v in model.opset_imports.items()}
-        for node in ir.traversal.RecursiveGraphIterator(model.graph):
-            domain = _normal_domain(node.domain)
-            own, target = versions.get(domain), merged.get(domain)
-            if own is None or target is None or own == target:
-                continue
-            if not _same_schema(node.op_type, domain, own, target):
-                raise ValueError(
-                    f"subnet {index} ({names[index]}) uses opset {own} of domain "
-                    f"'{domain or 'ai.onnx'}' but another subnet uses {target}, and "
-                    f"{node.op_type} differs between them; export all subnets with the "
-                    "same opset_version"
-                )
-    return merged
+        stale = {d: v for d, v in versions.items() if v != merged[d]}
+        if not stale:
+            upgraded.append(model.clone())
+            continue
+        if set(stale) != {""}:
+            wanted = {domain: merged[domain] for domain in stale}
+            raise ValueError(
+                f"subnet {index} ({names[index]}) imports opsets {stale} but another subnet "
+                f"imports {wanted}; export all subnets with the same opsets"
+            )
+        upgraded.append(_convert_opset(model, merged[""], f"subnet {index} ({names[index]})"))
+    return upgraded, merged
 
 
-def _same_schema(op_type: str, domain: str, low: int, high: int) -> bool:
+def _convert_opset(model: ir.Model, target: int, label: str) -> ir.Model:
+    clone = ir.external_data.load_to_model(model.clone())
+    source = clone.opset_imports.get("", clone.opset_imports.get("ai.onnx"))
     try:
-        old = onnx.defs.get_schema(op_type, low, domain)
-        new = onnx.defs.get_schema(op_type, high, domain)
-    except onnx.defs.SchemaError:
-        return False
-    return old.since_version == new.since_version
+        converted = onnx.version_converter.convert_version(ir.to_proto(clone), target)
+    except Exception as error:  # the converter raises bare RuntimeErrors from C++
+        raise ValueError(
+            f"{label} uses opset {source} but another subnet uses {target}, and converting "
+            f"it failed ({error}); export all subnets with the same opset_version"
+        ) from error
+    logger.info("Converted %s from opset %s to %s", label, source, target)
+    return ir.from_proto(converted)
 
 
 def _move_subnet(
     subnet: ir.Model, index: int, shared_input: ir.Value, group_graph: ir.Graph
 ) -> list[str]:
-    """Move a (cloned) subnet's nodes and initializers into the group graph.
+    """Move the nodes and initializers of a subnet clone into the group graph.
 
     Returns:
         The group output names of this subnet, in the subnet's output order.
@@ -185,6 +200,8 @@ def _move_subnet(
     own_input = next(value for value in graph.inputs if value.const_value is None)
     output_names = [f"{prefix}{value.name}" for value in graph.outputs]
     original_outputs = list(graph.outputs)
+    # A value may be the output of one graph only.
+    graph.outputs.clear()
 
     for node in ir.traversal.RecursiveGraphIterator(graph):
         if node.name:
@@ -200,8 +217,6 @@ def _move_subnet(
     for name in list(graph.initializers):
         value = graph.initializers.pop(name)
         value.name = prefix + name
-        if value.const_value is not None:
-            value.const_value.name = value.name
         group_graph.register_initializer(value)
 
     own_input.replace_all_uses_with(shared_input)

@@ -42,9 +42,11 @@ class WeightSharePass(ir.passes.InPlacePass):
         """Tag weight-sharing nodes of ``model`` in place."""
         graph = model.graph
         graph.sort()
-        cleared = False
-        for node in graph:
-            cleared |= node.metadata_props.pop(WEIGHT_GROUP_KEY, None) is not None
+        previous_tags = {
+            node: node.metadata_props.pop(WEIGHT_GROUP_KEY)
+            for node in graph
+            if WEIGHT_GROUP_KEY in node.metadata_props
+        }
 
         # Keyed by op type too: equal numbers in a Conv kernel and a Gemm matrix are
         # unrolled into different crossbar layouts.
@@ -68,7 +70,13 @@ class WeightSharePass(ir.passes.InPlacePass):
                 node.metadata_props[WEIGHT_GROUP_KEY] = group_id
             self.groups[group_id] = [str(node.name) for node in members]
         logger.info("Weight sharing: %d groups", len(self.groups))
-        return ir.passes.PassResult(model, modified=bool(self.groups) or cleared)
+        tags = {
+            node: node.metadata_props[WEIGHT_GROUP_KEY]
+            for node in graph
+            if WEIGHT_GROUP_KEY in node.metadata_props
+        }
+        # Report a change only when tags differ, so a PassManager loop can stop early.
+        return ir.passes.PassResult(model, modified=tags != previous_tags)
 
 
 def _activation_input(node: ir.Node) -> ir.Value | None:

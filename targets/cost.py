@@ -57,6 +57,7 @@ class EventCost:
         breakdown_pj: energy per component (``cells``, ``dac``, ``adc``,
             ``shift_add``, ``accumulate``, ``buffer``, ``digital``, ``write``).
         cell_writes: cells programmed (programming events only).
+
     """
 
     latency_ns: int
@@ -127,6 +128,8 @@ def program_cost(tile: Tile, target: Target) -> EventCost:
     """Cost of writing one tile's weights into a crossbar (program and verify)."""
     timing = target.timing
     pulses_per_cell = timing.write_pulses_per_cell
-    latency_ns = tile.phys_rows * pulses_per_cell * (timing.write_pulse_ns + timing.verify_read_ns)
+    pulse_ns = timing.write_pulse_ns + timing.verify_read_ns
+    latency_ns = tile.phys_rows * pulses_per_cell * pulse_ns
     write_pj = tile.cells * pulses_per_cell * target.energy.write_pj_per_pulse
-    return EventCost(_ceil_ns(latency_ns), write_pj, {"write": write_pj}, cell_writes=tile.cells)
+    return EventCost(_ceil_ns(latency_ns), write_pj, {"write": write_pj},
+                     cell_writes=tile.cells)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -103,10 +103,12 @@ class Target:
         name: preset or user name.
         sha256: hash of the canonical JSON of the target; plans record it so a plan
             can be checked against the target it was made for.
+
     """
 
     name: str
     description: str
+    sources: tuple[str, ...]
     technology_nm: float
     clock_ghz: float
     crossbar: CrossbarSpec
@@ -141,6 +143,7 @@ class Target:
         """Return the target in its file format (what :func:`target_from_dict` reads)."""
         data = asdict(self)
         data.pop("sha256")
+        data["sources"] = list(self.sources)
         data["precision"]["signed_scheme"] = self.precision.signed_scheme.value
         return {"format": "enasa-target", "version": 1, **data}
 
@@ -173,11 +176,17 @@ def _check_consistency(data: dict[str, Any]) -> None:
         raise InputError("target field precision.dac_bits must not exceed precision.a_bits")
 
 
+def _floats(section: dict[str, Any], unit_suffixes: tuple[str, ...]) -> dict[str, Any]:
+    """Make the physical quantities floats, so ``6000`` and ``6000.0`` give one target."""
+    return {k: float(v) if k.endswith(unit_suffixes) else v for k, v in section.items()}
+
+
 def target_from_dict(data: Any, *, origin: str = "target") -> Target:
     """Check a target given as parsed JSON and build the typed :class:`Target`.
 
     Raises:
         InputError: naming the first offending field.
+
     """
     validator = jsonschema.Draft202012Validator(_schema())
     errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
@@ -185,21 +194,25 @@ def target_from_dict(data: Any, *, origin: str = "target") -> Target:
         first = errors[0]
         raise InputError(f"{origin}: field {_field_path(first)}: {first.message}")
     _check_consistency(data)
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     precision = dict(data["precision"])
     precision["signed_scheme"] = SignedScheme(precision["signed_scheme"])
-    return Target(
+    target = Target(
         name=data["name"],
         description=data.get("description", ""),
+        sources=tuple(data.get("sources", ())),
         technology_nm=float(data["technology_nm"]),
         clock_ghz=float(data["clock_ghz"]),
-        crossbar=CrossbarSpec(**data["crossbar"]),
+        crossbar=CrossbarSpec(**_floats(data["crossbar"], ("_ohm", "_v", "_ns"))),
         chip=ChipSpec(**data["chip"]),
         precision=PrecisionSpec(**precision),
-        timing=TimingSpec(**data["timing"]),
-        energy=EnergySpec(**data["energy"]),
-        sha256=hashlib.sha256(canonical.encode()).hexdigest(),
+        timing=TimingSpec(**_floats(data["timing"], ("_ns",))),
+        energy=EnergySpec(**_floats(data["energy"], ("_pj_per_row_read", "_conversion",
+                                                    "_column_read", "_op", "_byte", "_pulse"))),
+        sha256="",
     )
+    # Hash the typed form, so equal targets hash equally whatever the JSON spelling.
+    canonical = json.dumps(target.to_dict(), sort_keys=True, separators=(",", ":"))
+    return replace(target, sha256=hashlib.sha256(canonical.encode()).hexdigest())
 
 
 def list_presets() -> list[str]:
@@ -214,6 +227,7 @@ def load_target(name_or_path: str | Path | Target) -> Target:
 
     Raises:
         InputError: unknown preset, unreadable file, invalid JSON or a bad field.
+
     """
     if isinstance(name_or_path, Target):
         return name_or_path

@@ -64,6 +64,7 @@ def resolve_mode(program: CrossbarProgram, target: Target, mode: str) -> str:
     Raises:
         InputError: unknown mode; resident requested but the weights do not fit; an
             operator that needs more crossbars than the chip has.
+
     """
     if mode not in MODES:
         raise InputError(f"unknown mapping mode '{mode}' (choose from {', '.join(MODES)})")
@@ -187,11 +188,11 @@ class _Scheduler:
         start_ns = max([ready_ns] + [self.crossbar_free_ns[c] for c in cached])
         end_ns = start_ns + self.latency[op.id]
         for tile in op.tiles:
-            crossbar = homes[tile.id]
-            assert crossbar is not None
-            placements.append(Placement(tile.id, crossbar))
-            self.crossbar_free_ns[crossbar] = end_ns
-            self.crossbar_last_use[crossbar] = end_ns
+            home = homes[tile.id]
+            assert home is not None
+            placements.append(Placement(tile.id, home))
+            self.crossbar_free_ns[home] = end_ns
+            self.crossbar_last_use[home] = end_ns
             self.pending_users[tile.id] -= 1
         self.compute_events.append(ComputeEvent(op.id, start_ns, end_ns, tuple(placements)))
         self.finish_at(op, end_ns)
@@ -275,6 +276,7 @@ def schedule_ops(program: CrossbarProgram, target: Target, mode: str = "auto") -
     Returns:
         The schedule: every tile's programming on a concrete crossbar and every
         operator's compute interval.
+
     """
     resolved = resolve_mode(program, target, mode)
     schedule = _Scheduler(program, target, resolved).run()

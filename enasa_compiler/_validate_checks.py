@@ -1,0 +1,400 @@
+"""Violations, their kinds, and the structural checks behind ``validate``.
+
+Each check reads a schema-valid plan (and its parsed target, when that parsed) and
+yields every violation it finds; none stops at the first. The checks re-derive what
+they need from the plan alone (who produces which value, which tiles an operator
+needs) so that a bug in the mapper cannot hide itself by also being in the
+validator. This module holds the checks of ids, references, tiles and placements;
+:mod:`enasa_compiler.validate` holds the schedule, cost and outside-world checks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from enasa_compiler.ir import MvmOp, OpKind, Tile, WeightMatrix
+from enasa_compiler.plan import ComputeEvent, Plan, PlanOperator
+from enasa_compiler.targets.cost import EventCost, digital_cost, mvm_cost
+from enasa_compiler.targets.target import Target
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "STRUCTURE_CHECKS",
+    "Check",
+    "COVERAGE",
+    "DEPENDENCY",
+    "DOUBLE_BOOKED",
+    "DUPLICATE_ID",
+    "DURATION",
+    "KINDS",
+    "MISSING_OP",
+    "MODELS",
+    "NOT_PROGRAMMED",
+    "PLACEMENT",
+    "PROGRAM",
+    "SCHEMA",
+    "TARGET",
+    "TILE_SIZE",
+    "TOTALS",
+    "UNKNOWN_REF",
+    "PlanIndex",
+    "Violation",
+    "close_enough",
+    "quote_names",
+]
+
+SCHEMA = "schema"
+TARGET = "target"
+DUPLICATE_ID = "duplicate-id"
+UNKNOWN_REF = "unknown-ref"
+MISSING_OP = "missing-op"
+TILE_SIZE = "tile-size"
+COVERAGE = "coverage"
+PLACEMENT = "placement"
+DOUBLE_BOOKED = "double-booked"
+DEPENDENCY = "dependency"
+NOT_PROGRAMMED = "not-programmed"
+DURATION = "duration"
+TOTALS = "totals"
+PROGRAM = "program"
+MODELS = "models"
+
+KINDS = (SCHEMA, TARGET, DUPLICATE_ID, UNKNOWN_REF, MISSING_OP, TILE_SIZE, COVERAGE,
+         PLACEMENT, DOUBLE_BOOKED, DEPENDENCY, NOT_PROGRAMMED, DURATION, TOTALS, PROGRAM,
+         MODELS)
+"""Every violation kind, in the order the validator reports them."""
+
+# Plans store energies rounded to 3 decimals, so recorded and recomputed values may
+# differ by half a unit of the last place per rounded term.
+_REL_TOL = 1e-6
+_ABS_TOL = 1e-3
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One way a plan breaks the format or the hardware's rules.
+
+    Attributes:
+        kind: one of :data:`KINDS` (``"double-booked"``, ``"dependency"``...).
+        message: names the operator, tile or crossbar involved.
+
+    """
+
+    kind: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.message}"
+
+
+@dataclass(frozen=True)
+class PlanIndex:
+    """Lookups every check needs, built once per plan (first occurrence wins).
+
+    Attributes:
+        plan: the plan under check.
+        target: its embedded target, or None when that target does not parse (the
+            checks that need hardware figures then skip).
+        ops: operators by id.
+        weights: weight matrices by id.
+        tiles: tiles by id.
+        events: each operator's first compute event.
+        producers: for each value name, the first operator that outputs it.
+        costs: each operator's cost-model price (only when it can be priced).
+
+    """
+
+    plan: Plan
+    target: Target | None
+    ops: dict[str, PlanOperator]
+    weights: dict[str, WeightMatrix]
+    tiles: dict[str, Tile]
+    events: dict[str, ComputeEvent]
+    producers: dict[str, str]
+    costs: dict[str, EventCost]
+
+    @classmethod
+    def build(cls, plan: Plan, target: Target | None) -> PlanIndex:
+        """Index ``plan``; ``target`` is the parsed embedded target or None."""
+        ops: dict[str, PlanOperator] = {}
+        producers: dict[str, str] = {}
+        for op in plan.operators:
+            ops.setdefault(op.id, op)
+            for value in op.outputs:
+                producers.setdefault(value, op.id)
+        weights: dict[str, WeightMatrix] = {}
+        tiles: dict[str, Tile] = {}
+        for w in plan.weights:
+            weights.setdefault(w.id, w)
+            for t in w.tiles:
+                tiles.setdefault(t.id, t)
+        events: dict[str, ComputeEvent] = {}
+        for event in plan.compute:
+            events.setdefault(event.op, event)
+        index = cls(plan, target, ops, weights, tiles, events, producers, {})
+        if target is not None:
+            for op in ops.values():
+                cost = index.price(op, target)
+                if cost is not None:
+                    index.costs[op.id] = cost
+        return index
+
+    def price(self, op: PlanOperator, target: Target) -> EventCost | None:
+        """Price ``op`` with the cost model; None when its weights are unusable."""
+        if op.kind is OpKind.MVM and (not op.weights or any(
+                w not in self.weights or not self.weights[w].tiles for w in op.weights)):
+            return None
+        ir_op = self.plan.to_ir_op(op)
+        if isinstance(ir_op, MvmOp):
+            return mvm_cost(ir_op, target, self.plan.batch)
+        return digital_cost(ir_op, target, self.plan.batch)
+
+    def expected_tiles(self, op: PlanOperator) -> list[str]:
+        """Tile ids an MVM operator needs placed (all tiles of its known weights)."""
+        return [t.id for w in op.weights if w in self.weights for t in self.weights[w].tiles]
+
+
+Check = Callable[[PlanIndex], Iterator[Violation]]
+"""A check: reads an indexed plan, yields its violations."""
+
+
+def close_enough(recorded: float, expected: float, terms: int = 1) -> bool:
+    """Tell whether a recorded float matches its recomputed value, allowing for rounding.
+
+    Args:
+        recorded: the value in the plan.
+        expected: the value the validator derives.
+        terms: how many values rounded to 3 decimals were summed into ``recorded``.
+
+    """
+    return abs(recorded - expected) <= _REL_TOL * abs(expected) + _ABS_TOL * max(1, terms)
+
+
+def quote_names(items: list[str]) -> str:
+    """Quote ids for a message: ``'a', 'b'``."""
+    return ", ".join(f"'{item}'" for item in items)
+
+
+# ---- identity and references -------------------------------------------------------
+def check_duplicates(index: PlanIndex) -> Iterator[Violation]:
+    """Find ids used twice, operators computed twice, values produced twice."""
+    plan = index.plan
+    groups = (("operator", [o.id for o in plan.operators]),
+              ("weight", [w.id for w in plan.weights]),
+              ("tile", [t.id for w in plan.weights for t in w.tiles]))
+    for label, ids in groups:
+        for name, count in Counter(ids).items():
+            if count > 1:
+                yield Violation(DUPLICATE_ID, f"{label} id '{name}' is used {count} times")
+    for index_value, count in Counter(s.index for s in plan.subnets).items():
+        if count > 1:
+            yield Violation(DUPLICATE_ID, f"subnet index {index_value} is used {count} times")
+    for op_id, count in Counter(e.op for e in plan.compute).items():
+        if count > 1:
+            yield Violation(DUPLICATE_ID, f"operator '{op_id}' has {count} compute events")
+    makers: dict[str, list[str]] = defaultdict(list)
+    for op in plan.operators:
+        for value in op.outputs:
+            makers[value].append(op.id)
+    for value, op_ids in makers.items():
+        if len(op_ids) > 1:
+            yield Violation(DUPLICATE_ID,
+                            f"value '{value}' is produced by operators {quote_names(op_ids)}")
+        if value == plan.input_name:
+            yield Violation(DUPLICATE_ID, f"plan input '{value}' is also produced by "
+                                          f"operator '{op_ids[0]}'")
+
+
+def check_references(index: PlanIndex) -> Iterator[Violation]:
+    """Find names and numbers that point at nothing: ops, weights, tiles, crossbars."""
+    plan, target = index.plan, index.target
+    group = len(plan.subnets)
+    for s in plan.subnets:
+        if s.index >= group:
+            yield Violation(UNKNOWN_REF, f"subnet '{s.name}' has index {s.index}, outside "
+                                         f"0..{group - 1}")
+    for op in plan.operators:
+        for dep in op.deps:
+            if dep not in index.ops:
+                yield Violation(UNKNOWN_REF, f"operator '{op.id}' depends on unknown "
+                                             f"operator '{dep}'")
+        for weight in op.weights:
+            if weight not in index.weights:
+                yield Violation(UNKNOWN_REF, f"operator '{op.id}' uses unknown weight "
+                                             f"'{weight}'")
+        for subnet in op.subnets:
+            if subnet >= group:
+                yield Violation(UNKNOWN_REF, f"operator '{op.id}' serves subnet {subnet}, "
+                                             f"outside 0..{group - 1}")
+    crossbars = target.chip.crossbars if target else None
+    units = target.chip.digital_units if target else None
+    for write in plan.program:
+        where = f"programming of tile '{write.tile}' on crossbar {write.crossbar}"
+        if write.tile not in index.tiles:
+            yield Violation(UNKNOWN_REF, f"{where}: unknown tile")
+        if crossbars is not None and write.crossbar >= crossbars:
+            yield Violation(UNKNOWN_REF, f"{where}: the chip has crossbars 0..{crossbars - 1}")
+    for event in plan.compute:
+        if event.op not in index.ops:
+            yield Violation(UNKNOWN_REF, f"compute event names unknown operator '{event.op}'")
+        for p in event.placements:
+            where = f"operator '{event.op}' places tile '{p.tile}' on crossbar {p.crossbar}"
+            if p.tile not in index.tiles:
+                yield Violation(UNKNOWN_REF, f"{where}: unknown tile")
+            if crossbars is not None and p.crossbar >= crossbars:
+                yield Violation(UNKNOWN_REF,
+                                f"{where}: the chip has crossbars 0..{crossbars - 1}")
+        if units is not None and event.unit is not None and event.unit >= units:
+            yield Violation(UNKNOWN_REF, f"operator '{event.op}' runs on digital unit "
+                                         f"{event.unit}: the chip has units 0..{units - 1}")
+
+
+def check_missing(index: PlanIndex) -> Iterator[Violation]:
+    """Find operators never run, subnets never served, values nobody produces."""
+    plan = index.plan
+    for op in index.ops.values():
+        if op.id not in index.events:
+            yield Violation(MISSING_OP, f"operator '{op.id}' has no compute event")
+    served = {s for op in plan.operators for s in op.subnets}
+    for i, subnet in enumerate(plan.subnets):
+        if i not in served:
+            yield Violation(MISSING_OP, f"subnet {i} ('{subnet.name}') is served by no "
+                                        "operator")
+        for value in subnet.outputs:
+            if value not in index.producers:
+                yield Violation(MISSING_OP, f"output '{value}' of subnet {i} is produced "
+                                            "by no operator")
+    for op in index.ops.values():
+        for value in op.inputs:
+            if value not in index.producers and value != plan.input_name:
+                yield Violation(MISSING_OP, f"input '{value}' of operator '{op.id}' is "
+                                            "produced by no operator and is not the plan "
+                                            f"input '{plan.input_name}'")
+
+
+# ---- tiles and placements ----------------------------------------------------------
+def _tile_in_weight(tile: Tile, weight: WeightMatrix) -> bool:
+    return (0 <= tile.row_start < tile.row_stop <= weight.rows
+            and 0 <= tile.col_start < tile.col_stop <= weight.cols)
+
+
+def _coverage(weight: WeightMatrix) -> Iterator[Violation]:
+    tiles = sorted((t for t in weight.tiles if _tile_in_weight(t, weight)),
+                   key=lambda t: (t.row_start, t.col_start))
+    overlapping = False
+    for i, a in enumerate(tiles):
+        # Sorted by row_start: only tiles starting above a's row_stop can share rows.
+        for b in tiles[i + 1:]:
+            if b.row_start >= a.row_stop:
+                break
+            if b.col_start < a.col_stop and a.col_start < b.col_stop:
+                overlapping = True
+                yield Violation(COVERAGE, f"tiles '{a.id}' and '{b.id}' of weight "
+                                          f"'{weight.id}' overlap")
+    covered = sum((t.row_stop - t.row_start) * (t.col_stop - t.col_start) for t in tiles)
+    if not overlapping and covered != weight.rows * weight.cols:
+        yield Violation(COVERAGE, f"tiles of weight '{weight.id}' cover {covered} of its "
+                                  f"{weight.rows} x {weight.cols} entries (a gap)")
+
+
+def check_tiles(index: PlanIndex) -> Iterator[Violation]:
+    """Check tiles fit their weight and the crossbar, and cover the weight exactly once."""
+    target = index.target
+    for weight in index.plan.weights:
+        if target is not None and weight.columns_per_weight != target.columns_per_weight:
+            yield Violation(TILE_SIZE, f"weight '{weight.id}' uses {weight.columns_per_weight}"
+                                       f" columns per weight, the target "
+                                       f"{target.columns_per_weight}")
+        for t in weight.tiles:
+            if not _tile_in_weight(t, weight):
+                yield Violation(TILE_SIZE, f"tile '{t.id}' spans rows [{t.row_start}, "
+                                           f"{t.row_stop}) x cols [{t.col_start}, "
+                                           f"{t.col_stop}): empty or outside weight "
+                                           f"'{weight.id}' ({weight.rows} x {weight.cols})")
+            if t.phys_rows != t.row_stop - t.row_start:
+                yield Violation(TILE_SIZE, f"tile '{t.id}' has {t.phys_rows} physical rows "
+                                           f"for {t.row_stop - t.row_start} weight rows")
+            phys_cols = (t.col_stop - t.col_start) * weight.columns_per_weight
+            if t.phys_cols != phys_cols:
+                yield Violation(TILE_SIZE, f"tile '{t.id}' has {t.phys_cols} physical "
+                                           f"columns, its weight columns need {phys_cols}")
+            if target is not None and (t.phys_rows > target.crossbar.rows
+                                       or t.phys_cols > target.crossbar.cols):
+                yield Violation(TILE_SIZE, f"tile '{t.id}' ({t.phys_rows} x {t.phys_cols}) "
+                                           f"does not fit a {target.crossbar.rows} x "
+                                           f"{target.crossbar.cols} crossbar")
+        yield from _coverage(weight)
+
+
+def check_placements(index: PlanIndex) -> Iterator[Violation]:
+    """Check MVM events place each tile of their weights once; digital ones name a unit."""
+    for op in index.ops.values():
+        if op.kind is OpKind.MVM and not op.weights:
+            yield Violation(PLACEMENT, f"mvm operator '{op.id}' has no weights")
+        if op.kind is OpKind.DIGITAL and op.weights:
+            yield Violation(PLACEMENT, f"digital operator '{op.id}' lists weights")
+    for event in index.plan.compute:
+        runs = index.ops.get(event.op)
+        if runs is None:
+            continue
+        yield from _event_placements(index, runs, event)
+
+
+def _event_placements(index: PlanIndex, op: PlanOperator,
+                      event: ComputeEvent) -> Iterator[Violation]:
+    if op.kind is OpKind.DIGITAL:
+        if event.placements:
+            yield Violation(PLACEMENT, f"digital operator '{op.id}' has crossbar placements")
+        if event.unit is None:
+            yield Violation(PLACEMENT, f"digital operator '{op.id}' names no digital unit")
+        return
+    if event.unit is not None:
+        yield Violation(PLACEMENT, f"mvm operator '{op.id}' names digital unit {event.unit}")
+    expected = index.expected_tiles(op)
+    placed = Counter(p.tile for p in event.placements)
+    missing = [t for t in expected if t not in placed]
+    extra = [t for t in placed if t not in expected]
+    twice = [t for t, n in placed.items() if n > 1]
+    for label, tiles in (("does not place", missing), ("places foreign", extra),
+                         ("places more than once", twice)):
+        if tiles:
+            yield Violation(PLACEMENT,
+                            f"operator '{op.id}' {label} tiles {quote_names(tiles)}")
+    holders: dict[int, list[str]] = defaultdict(list)
+    for p in event.placements:
+        holders[p.crossbar].append(p.tile)
+    for crossbar, tiles in holders.items():
+        if len(tiles) > 1:
+            yield Violation(PLACEMENT, f"operator '{op.id}' places tiles {quote_names(tiles)} "
+                                       f"on crossbar {crossbar}")
+
+
+def check_resident(index: PlanIndex) -> Iterator[Violation]:
+    """Check a resident plan writes each tile once, never two into one crossbar."""
+    plan = index.plan
+    if plan.mode != "resident":
+        return
+    writes = Counter(e.tile for e in plan.program)
+    for tile_id in index.tiles:
+        if writes[tile_id] != 1:
+            yield Violation(PROGRAM, f"resident plan programs tile '{tile_id}' "
+                                     f"{writes[tile_id]} times (must be once)")
+    held: dict[int, list[str]] = defaultdict(list)
+    for write in plan.program:
+        if write.tile not in held[write.crossbar]:
+            held[write.crossbar].append(write.tile)
+    for crossbar, tiles in held.items():
+        if len(tiles) > 1:
+            yield Violation(PROGRAM, f"resident plan puts tiles {quote_names(tiles)} on "
+                                     f"crossbar {crossbar}")
+
+
+STRUCTURE_CHECKS: tuple[Check, ...] = (
+    check_duplicates, check_references, check_missing, check_tiles, check_placements,
+    check_resident,
+)
+"""The checks of ids, references, tiles and placements, in report order."""

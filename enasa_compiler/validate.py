@@ -1,0 +1,357 @@
+"""Check a mapping plan against its format, its target and the hardware's rules.
+
+The validator is the compiler's referee: every plan the compiler writes must pass
+it, and CI runs it (``enasa validate``) on plans it did not make. So it trusts
+nothing in the plan but the plan's own records: it re-derives who produces which
+value, what each crossbar holds at each moment and what each event must cost, and
+it reports *every* violation, not the first, so one run shows all that is wrong.
+
+A plan that fails the JSON Schema is reported as schema violations only (the other
+checks would stumble over the same holes). Checks that need hardware figures (chip
+size, crossbar shape, costs, totals) skip when the embedded target does not parse,
+which is itself reported.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from enasa_compiler._validate_checks import (
+    COVERAGE,
+    DEPENDENCY,
+    DOUBLE_BOOKED,
+    DUPLICATE_ID,
+    DURATION,
+    KINDS,
+    MISSING_OP,
+    MODELS,
+    NOT_PROGRAMMED,
+    PLACEMENT,
+    PROGRAM,
+    SCHEMA,
+    STRUCTURE_CHECKS,
+    TARGET,
+    TILE_SIZE,
+    TOTALS,
+    UNKNOWN_REF,
+    Check,
+    PlanIndex,
+    Violation,
+    close_enough,
+    quote_names,
+)
+from enasa_compiler.errors import InputError
+from enasa_compiler.plan import Plan, read_plan_json
+from enasa_compiler.plan_schema import check_schema
+from enasa_compiler.targets.cost import program_cost
+from enasa_compiler.targets.target import Target, target_from_dict
+from enasa_compiler.totals import compute_totals
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "COVERAGE",
+    "DEPENDENCY",
+    "DOUBLE_BOOKED",
+    "DUPLICATE_ID",
+    "DURATION",
+    "KINDS",
+    "MISSING_OP",
+    "MODELS",
+    "NOT_PROGRAMMED",
+    "PLACEMENT",
+    "PROGRAM",
+    "SCHEMA",
+    "TARGET",
+    "TILE_SIZE",
+    "TOTALS",
+    "UNKNOWN_REF",
+    "Violation",
+    "validate",
+]
+
+
+# ---- schedule ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Busy:
+    start_ns: int
+    end_ns: int
+    label: str
+
+    def __str__(self) -> str:
+        return f"{self.label} [{self.start_ns}, {self.end_ns})"
+
+
+def _overlaps(resource: str, intervals: list[_Busy]) -> Iterator[Violation]:
+    active: list[_Busy] = []
+    # Half-open intervals: an empty one holds nothing, one ending at t frees t.
+    for item in sorted((i for i in intervals if i.end_ns > i.start_ns),
+                       key=lambda i: (i.start_ns, i.end_ns)):
+        active = [a for a in active if a.end_ns > item.start_ns]
+        for other in active:
+            yield Violation(DOUBLE_BOOKED, f"{resource}: {other} overlaps {item}")
+        active.append(item)
+
+
+def _check_double_booking(index: PlanIndex) -> Iterator[Violation]:
+    """Check no crossbar is run or written by two events at once, nor a unit shared."""
+    crossbars: dict[int, list[_Busy]] = defaultdict(list)
+    units: dict[int, list[_Busy]] = defaultdict(list)
+    for write in index.plan.program:
+        crossbars[write.crossbar].append(
+            _Busy(write.start_ns, write.end_ns, f"programming of tile '{write.tile}'"))
+    for event in index.plan.compute:
+        busy = _Busy(event.start_ns, event.end_ns, f"operator '{event.op}'")
+        for crossbar in dict.fromkeys(p.crossbar for p in event.placements):
+            crossbars[crossbar].append(busy)
+        if event.unit is not None:
+            units[event.unit].append(busy)
+    for crossbar in sorted(crossbars):
+        yield from _overlaps(f"crossbar {crossbar}", crossbars[crossbar])
+    for unit in sorted(units):
+        yield from _overlaps(f"digital unit {unit}", units[unit])
+
+
+def _on_cycles(graph: dict[str, set[str]]) -> list[str]:
+    """Nodes left after peeling sources and sinks: those on (or between) cycles."""
+    alive = set(graph)
+    preds = {n: {d for d in graph[n] if d in alive} for n in alive}
+    succs: dict[str, set[str]] = {n: set() for n in alive}
+    for node, deps in preds.items():
+        for dep in deps:
+            succs[dep].add(node)
+    for edges in (preds, succs):
+        queue = [n for n in alive if not edges[n]]
+        while queue:
+            node = queue.pop()
+            alive.discard(node)
+            for other in (succs if edges is preds else preds)[node]:
+                edges[other].discard(node)
+                if other in alive and not edges[other]:
+                    queue.append(other)
+    return [op_id for op_id in graph if op_id in alive]
+
+
+def _check_dependencies(index: PlanIndex) -> Iterator[Violation]:
+    """Check operators start after their deps and their inputs' producers end."""
+    graph: dict[str, set[str]] = {}
+    for op in index.ops.values():
+        producers = {index.producers[v] for v in op.inputs if v in index.producers}
+        graph[op.id] = {d for d in (*op.deps, *producers) if d in index.ops}
+    cycle = _on_cycles(graph)
+    if cycle:
+        yield Violation(DEPENDENCY, f"operators {quote_names(cycle)} depend on each other "
+                                    "in a cycle")
+    for op in index.ops.values():
+        event = index.events.get(op.id)
+        if event is None:
+            continue
+        reasons = {d: f"depends on '{d}'" for d in op.deps}
+        for value in op.inputs:
+            producer = index.producers.get(value)
+            if producer is not None:
+                reasons.setdefault(producer, f"reads '{value}' from '{producer}'")
+        for dep, reason in reasons.items():
+            before = index.events.get(dep)
+            if dep != op.id and before is not None and event.start_ns < before.end_ns:
+                yield Violation(DEPENDENCY, f"operator '{op.id}' starts at {event.start_ns} "
+                                            f"ns but {reason}, which ends at "
+                                            f"{before.end_ns} ns")
+
+
+def _check_programming(index: PlanIndex) -> Iterator[Violation]:
+    """Check each tile an MVM reads is the last one written into its crossbar."""
+    writes: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+    for write in index.plan.program:
+        writes[write.crossbar].append((write.end_ns, write.start_ns, write.tile))
+    for history in writes.values():
+        history.sort()
+    for event in index.plan.compute:
+        for p in event.placements:
+            history = writes.get(p.crossbar, [])
+            last = bisect.bisect_right(history, (event.start_ns, math.inf, "")) - 1
+            where = (f"operator '{event.op}' reads tile '{p.tile}' on crossbar {p.crossbar} "
+                     f"at {event.start_ns} ns")
+            if last < 0:
+                yield Violation(NOT_PROGRAMMED, f"{where}, before anything was written there")
+            elif history[last][2] != p.tile:
+                end_ns, start_ns, tile = history[last]
+                yield Violation(NOT_PROGRAMMED, f"{where}, which then holds tile '{tile}' "
+                                                f"(written [{start_ns}, {end_ns}))")
+
+
+def _check_durations(index: PlanIndex) -> Iterator[Violation]:
+    """Check events last as long as the cost model says; operators record its price."""
+    target = index.target
+    for write in index.plan.program:
+        where = f"programming of tile '{write.tile}' on crossbar {write.crossbar}"
+        length = write.end_ns - write.start_ns
+        tile = index.tiles.get(write.tile)
+        if length < 0:
+            yield Violation(DURATION, f"{where} ends at {write.end_ns} ns, before it starts "
+                                      f"at {write.start_ns} ns")
+        if target is None or tile is None:
+            continue
+        cost = program_cost(tile, target)
+        if length >= 0 and length < cost.latency_ns:
+            yield Violation(DURATION, f"{where} lasts {length} ns, the cost model needs "
+                                      f"{cost.latency_ns} ns")
+        if not close_enough(write.energy_pj, cost.energy_pj):
+            yield Violation(DURATION, f"{where} records {write.energy_pj} pJ, the cost model "
+                                      f"gives {cost.energy_pj:.3f} pJ")
+    for event in index.plan.compute:
+        length = event.end_ns - event.start_ns
+        cost = index.costs.get(event.op)
+        if length < 0:
+            yield Violation(DURATION, f"operator '{event.op}' ends at {event.end_ns} ns, "
+                                      f"before it starts at {event.start_ns} ns")
+        elif cost is not None and length < cost.latency_ns:
+            yield Violation(DURATION, f"operator '{event.op}' runs {length} ns, the cost "
+                                      f"model needs {cost.latency_ns} ns")
+    for op in index.ops.values():
+        cost = index.costs.get(op.id)
+        if cost is None:
+            continue
+        if op.latency_ns != cost.latency_ns:
+            yield Violation(DURATION, f"operator '{op.id}' records latency_ns "
+                                      f"{op.latency_ns}, the cost model gives "
+                                      f"{cost.latency_ns}")
+        if not close_enough(op.energy_pj, cost.energy_pj):
+            yield Violation(DURATION, f"operator '{op.id}' records energy_pj {op.energy_pj},"
+                                      f" the cost model gives {cost.energy_pj:.3f}")
+
+
+def _check_totals(index: PlanIndex) -> Iterator[Violation]:
+    """Check the recorded totals equal the ones re-derived from the schedule."""
+    plan, target = index.plan, index.target
+    if target is None:
+        return
+    derived = compute_totals(
+        plan.operators, plan.tiles(), plan.program, plan.compute,
+        chip_crossbars=target.chip.crossbars,
+        crossbar_cells=target.crossbar.rows * target.crossbar.cols,
+    )
+    rounded_terms = {"compute_energy_pj": len(plan.operators),
+                     "write_energy_pj": len(plan.program),
+                     "energy_pj": len(plan.operators) + len(plan.program)}
+    for f in fields(derived):
+        recorded, expected = getattr(plan.totals, f.name), getattr(derived, f.name)
+        if isinstance(expected, int):
+            wrong = recorded != expected
+        else:
+            wrong = not (math.isfinite(recorded)
+                         and close_enough(recorded, expected, rounded_terms.get(f.name, 1)))
+        if wrong:
+            yield Violation(TOTALS, f"totals.{f.name} is {recorded}, the schedule gives "
+                                    f"{expected}")
+
+
+_SCHEDULE_CHECKS: tuple[Check, ...] = (
+    _check_double_booking, _check_dependencies, _check_programming, _check_durations,
+    _check_totals,
+)
+
+
+# ---- the target and the models -----------------------------------------------------
+def _check_target(plan: Plan) -> tuple[Target | None, list[Violation]]:
+    try:
+        target = target_from_dict(plan.target, origin="plan target")
+    except InputError as exc:
+        return None, [Violation(TARGET, str(exc))]
+    if target.sha256 != plan.target_sha256:
+        return target, [Violation(TARGET, f"target_sha256 {plan.target_sha256} does not match "
+                                          f"the embedded target '{target.name}' "
+                                          f"({target.sha256})")]
+    return target, []
+
+
+def _model_sha256(model: Any, position: int) -> str:
+    """Hash a model the way the frontend does: file bytes, or deterministic proto bytes."""
+    if isinstance(model, bytes):
+        return hashlib.sha256(model).hexdigest()
+    if isinstance(model, str | Path):
+        try:
+            return hashlib.sha256(Path(model).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise InputError(f"cannot read model {model}: {exc.strerror or exc}") from exc
+    import onnx
+    import onnx_ir
+
+    if isinstance(model, onnx_ir.Model):
+        model = onnx_ir.serde.serialize_model(model)
+    if isinstance(model, onnx.ModelProto):
+        return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+    raise InputError(f"model {position}: expected a path, bytes, onnx.ModelProto or "
+                     f"onnx_ir.Model, got {type(model).__name__}")
+
+
+def _check_models(plan: Plan, models: Sequence[Any]) -> Iterator[Violation]:
+    if len(models) != len(plan.subnets):
+        yield Violation(MODELS, f"{len(models)} models given for a plan of "
+                                f"{len(plan.subnets)} subnets")
+    for position, (model, subnet) in enumerate(zip(models, plan.subnets, strict=False)):
+        digest = _model_sha256(model, position)
+        if digest != subnet.source_sha256:
+            label = model if isinstance(model, str | Path) else type(model).__name__
+            yield Violation(MODELS, f"model {position} ({label}) has sha256 {digest}, subnet "
+                                    f"{subnet.index} ('{subnet.name}') was compiled from "
+                                    f"{subnet.source_sha256}")
+
+
+# ---- entry point -------------------------------------------------------------------
+def validate(
+    plan: Plan | dict[str, Any] | str | Path,
+    models: Sequence[Any] | None = None,
+) -> list[Violation]:
+    """Check a plan and return every violation found (empty when the plan is valid).
+
+    Args:
+        plan: a :class:`Plan`, its parsed JSON, or the path of a plan file. A ``Plan``
+            is checked in its JSON form (energies rounded as when saved).
+        models: the subnets' source models, in subnet order (paths, raw bytes,
+            ``onnx.ModelProto`` or ``onnx_ir.Model``); when given, their count and
+            hashes must match the plan's subnets.
+
+    Returns:
+        The violations, grouped by check in the order of :data:`KINDS`.
+
+    Raises:
+        InputError: the plan file (or a model file) cannot be read, or is not JSON.
+
+    """
+    if isinstance(plan, str | Path):
+        data = read_plan_json(plan)
+    elif isinstance(plan, Plan):
+        try:
+            data = plan.to_dict()
+        except (AttributeError, TypeError, ValueError) as exc:
+            # A Plan built in code can hold what JSON cannot (a str for an OpKind...).
+            return [Violation(SCHEMA, f"plan cannot be written as JSON: {exc}")]
+    else:
+        data = plan
+    problems = check_schema(data)
+    if problems:
+        return [Violation(SCHEMA, problem) for problem in problems]
+    try:
+        typed = Plan.from_dict(data)
+    except InputError as exc:
+        return [Violation(SCHEMA, str(exc))]
+    target, violations = _check_target(typed)
+    index = PlanIndex.build(typed, target)
+    for check in (*STRUCTURE_CHECKS, *_SCHEDULE_CHECKS):
+        violations.extend(check(index))
+    if models is not None:
+        given = [models] if isinstance(models, str | Path | bytes) else list(models)
+        violations.extend(_check_models(typed, given))
+    order = {kind: i for i, kind in enumerate(KINDS)}
+    violations.sort(key=lambda v: order.get(v.kind, len(order)))
+    logger.debug("plan validated: %d violations", len(violations))
+    return violations

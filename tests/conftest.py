@@ -1,0 +1,33 @@
+"""Shared fixtures: a small exported group of SPOS-space subnets, built once per session."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def demo_supernet():
+    from enasa_compiler.models.export import build_demo_supernet
+
+    return build_demo_supernet(seed=0)
+
+
+@pytest.fixture(scope="session")
+def group4_files(demo_supernet, tmp_path_factory) -> list[Path]:
+    """Four demo subnets sharing their first 10 of 20 layers (legacy exporter)."""
+    from enasa_compiler.models.export import export_group
+    from enasa_compiler.models.sampling import sample_shared_group
+
+    archs = sample_shared_group(demo_supernet.num_layers, demo_supernet.num_choices, 4,
+                                random.Random(1), shared_prefix_layers=10)
+    return export_group(demo_supernet, archs, tmp_path_factory.mktemp("group4"))
+
+
+@pytest.fixture(scope="session")
+def group4_result(group4_files):
+    from enasa_compiler.pipeline import compile_detailed
+
+    return compile_detailed(group4_files, "neurosim-22nm")

@@ -1,0 +1,111 @@
+"""End to end: a group of exported subnets compiles into a plan that validates."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import onnx
+import onnx_ir as ir
+import pytest
+from onnx_ir.passes import PassManager
+
+import enasa_compiler
+from enasa_compiler.demo import group_model_max_error
+from enasa_compiler.frontend import load_group
+from enasa_compiler.passes import CanonicalizePass
+from enasa_compiler.targets import load_target, target_from_dict
+
+
+def test_compiled_plan_validates_and_covers_every_subnet(group4_result):
+    plan = group4_result.plan
+    assert enasa_compiler.validate(plan) == []
+    assert plan.mode == "resident"
+    assert {i for op in plan.operators for i in op.subnets} == {0, 1, 2, 3}
+    # the four subnets share their first 10 layers: the stem and those layers' operators
+    # are computed once and serve all four subnets
+    shared = [op for op in plan.operators if op.subnets == (0, 1, 2, 3)]
+    assert shared and plan.dedup["nodes_removed"] > 0
+    assert plan.dedup["macs_after"] == plan.totals.macs + sum(
+        op.ops for op in plan.operators if op.op_type == "Conv" and op.kind.value == "digital")
+
+
+def test_group_model_computes_what_each_subnet_computes(group4_result, group4_files):
+    # Against each canonicalized subnet, dedup and merging change no arithmetic.
+    canonical = [PassManager([CanonicalizePass()])(s.model).model
+                 for s in load_group(group4_files)]
+    assert group_model_max_error(group4_result.group_model, canonical) <= 1e-5
+    # Against the exported files, BatchNorm folding rounds differently in float32
+    # (logits of the demo supernet reach ~8, so this is a 1e-5 relative bound).
+    assert group_model_max_error(group4_result.group_model, group4_files) <= 1e-4
+
+
+def test_same_inputs_give_a_byte_identical_plan(group4_files, group4_result):
+    again = enasa_compiler.compile(group4_files, "neurosim-22nm")
+    assert again.to_json() == group4_result.plan.to_json()
+
+
+def test_api_accepts_model_protos_and_onnx_ir_models(group4_files, group4_result):
+    protos = [onnx.load(p) for p in group4_files[:2]]
+    models = [ir.load(p) for p in group4_files[2:]]
+    plan = enasa_compiler.compile([*protos, *models], "neurosim-22nm")
+    assert enasa_compiler.validate(plan) == []
+    assert len(plan.operators) == len(group4_result.plan.operators)
+
+
+def test_dynamic_mapping_on_a_small_chip_validates_and_pays_for_writes(group4_files,
+                                                                     group4_result):
+    resident = group4_result.plan
+    data = load_target("neurosim-22nm").to_dict()
+    largest = max(len(op.weights) and sum(len(w.tiles) for w in resident.weights
+                                          if w.id in op.weights)
+                  for op in resident.operators)
+    data["chip"]["crossbars"] = max(largest, resident.totals.crossbars_used // 3)
+    small = target_from_dict(data)
+    plan = enasa_compiler.compile(group4_files, small, mode="dynamic")
+    assert plan.mode == "dynamic"
+    assert enasa_compiler.validate(plan) == []
+    assert plan.totals.crossbars_used <= small.chip.crossbars
+    # every tile is written at least once; writes now overlap computation instead of all
+    # happening up front, so the crossbars are reused by later layers
+    assert plan.totals.cell_writes >= resident.totals.cell_writes
+    assert plan.totals.write_energy_pj >= resident.totals.write_energy_pj
+    first_compute_end = min(e.end_ns for e in plan.compute)
+    assert any(e.start_ns >= first_compute_end for e in plan.program)
+    reused = {}
+    for e in plan.program:
+        reused[e.crossbar] = reused.get(e.crossbar, 0) + 1
+    assert max(reused.values()) > 1
+
+
+def _readme_blocks() -> list[str]:
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    return re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
+
+
+def test_readme_python_snippets_run_as_written(group4_files, tmp_path, capsys):
+    shutil.copy(group4_files[0], tmp_path / "a.onnx")
+    shutil.copy(group4_files[1], tmp_path / "b.onnx")
+    blocks = _readme_blocks()
+    assert len(blocks) == 2
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        for block in blocks:
+            namespace: dict[str, object] = {"__name__": "readme"}
+            exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    finally:
+        os.chdir(cwd)
+    assert (tmp_path / "plan.json").exists()
+    printed = capsys.readouterr().out.split("\n")
+    nodes_removed, macs_removed, convs = (int(x) for x in printed[-2].split())
+    assert nodes_removed > 0 and macs_removed > 0 and convs > 0
+
+
+@pytest.mark.parametrize("batch", [2])
+def test_batch_size_scales_vectors_not_weights(group4_files, group4_result, batch):
+    plan = enasa_compiler.compile(group4_files[:1], "neurosim-22nm", batch=batch)
+    assert plan.batch == batch and plan.input_shape[0] == batch
+    assert enasa_compiler.validate(plan) == []
