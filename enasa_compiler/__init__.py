@@ -24,8 +24,8 @@ _LAZY = {
     "Plan": "enasa_compiler.plan",
     "compile": "enasa_compiler.pipeline",
     "compile_detailed": "enasa_compiler.pipeline",
-    "Violation": "enasa_compiler.validate",
-    "validate": "enasa_compiler.validate",
+    "Violation": "enasa_compiler.validator",
+    "validate": "enasa_compiler.validator",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

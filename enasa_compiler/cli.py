@@ -104,7 +104,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from enasa_compiler.validate import validate
+    from enasa_compiler.validator import validate
 
     violations = validate(args.plan, models=args.models)
     if args.json:

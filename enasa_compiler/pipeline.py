@@ -49,12 +49,20 @@ def build_group_model(subnets: Sequence[SubnetModel]) -> tuple[ir.Model, dict[st
         The group model and the dedup statistics (nodes and MACs before/after).
 
     """
-    canonical = [PassManager([CanonicalizePass()])(s.model).model for s in subnets]
     dedup = DedupPass()
     names = [s.name for s in subnets]
-    group = PassManager([MergeGroupPass(canonical[1:], names=names), dedup,
-                         WeightSharePass()])(canonical[0]).model
+    try:
+        canonical = [PassManager([CanonicalizePass()])(s.model).model for s in subnets]
+        group = PassManager([MergeGroupPass(canonical[1:], names=names), dedup,
+                             WeightSharePass()])(canonical[0]).model
+    except (ir.passes.PassError, ValueError) as exc:
+        # The passes raise ValueError for models they cannot handle; report the root cause.
+        root: BaseException = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        raise InputError(f"graph passes: {root}") from exc
     stats = dedup.stats
+    assert stats is not None
     return group, {
         "nodes_before": stats.nodes_before,
         "nodes_after": stats.nodes_after,

@@ -13,6 +13,7 @@ written with sorted keys and rounded energies so equal plans are byte-identical.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -185,7 +186,7 @@ class Plan:
         return {
             "format": PLAN_FORMAT,
             "version": self.version,
-            "target": self.target,
+            "target": copy.deepcopy(self.target),
             "target_sha256": self.target_sha256,
             "mode": self.mode,
             "solver": self.solver,
@@ -230,7 +231,9 @@ class Plan:
                 ],
             },
             "dedup": dict(self.dedup),
-            "totals": {k: (_round(v) if isinstance(v, float) else v)
+            # Energies are rounded (sums of many floats); ratios keep full precision,
+            # since a utilization of 4e-4 must not be written as 0.0.
+            "totals": {k: (_round(v) if k.endswith("_pj") else v)
                        for k, v in self.totals.__dict__.items()},
         }
 
@@ -315,11 +318,17 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
         for o in data["operators"]
     )
     schedule = data["schedule"]
-    program = tuple(ProgramEvent(**e) for e in schedule["program"])
+    program = tuple(
+        ProgramEvent(tile=e["tile"], crossbar=int(e["crossbar"]), start_ns=int(e["start_ns"]),
+                     end_ns=int(e["end_ns"]), energy_pj=float(e["energy_pj"]))
+        for e in schedule["program"]
+    )
     compute = tuple(
         ComputeEvent(
-            op=e["op"], start_ns=e["start_ns"], end_ns=e["end_ns"],
-            placements=tuple(Placement(**p) for p in e["placements"]), unit=e.get("unit"),
+            op=e["op"], start_ns=int(e["start_ns"]), end_ns=int(e["end_ns"]),
+            placements=tuple(Placement(p["tile"], int(p["crossbar"]))
+                             for p in e["placements"]),
+            unit=None if e.get("unit") is None else int(e["unit"]),
         )
         for e in schedule["compute"]
     )

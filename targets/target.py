@@ -206,8 +206,7 @@ def target_from_dict(data: Any, *, origin: str = "target") -> Target:
         chip=ChipSpec(**data["chip"]),
         precision=PrecisionSpec(**precision),
         timing=TimingSpec(**_floats(data["timing"], ("_ns",))),
-        energy=EnergySpec(**_floats(data["energy"], ("_pj_per_row_read", "_conversion",
-                                                    "_column_read", "_op", "_byte", "_pulse"))),
+        energy=EnergySpec(**{k: float(v) for k, v in data["energy"].items()}),
         sha256="",
     )
     # Hash the typed form, so equal targets hash equally whatever the JSON spelling.

@@ -35,7 +35,7 @@ from enasa_compiler.plan_schema import check_schema
 from enasa_compiler.targets.cost import digital_cost, mvm_cost, program_cost
 from enasa_compiler.targets.target import load_target
 from enasa_compiler.totals import compute_totals
-from enasa_compiler.validate import (
+from enasa_compiler.validator import (
     COVERAGE,
     DEPENDENCY,
     DOUBLE_BOOKED,

@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from enasa_compiler._validate_checks import (
+from enasa_compiler._validator_checks import (
     COVERAGE,
     DEPENDENCY,
     DOUBLE_BOOKED,
