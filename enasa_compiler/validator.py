@@ -306,6 +306,52 @@ def _check_models(plan: Plan, models: Sequence[Any]) -> Iterator[Violation]:
                                     f"{subnet.source_sha256}")
 
 
+def _check_operators_against_models(
+    plan: Plan, models: Sequence[Any], target: Target
+) -> Iterator[Violation]:
+    """Re-derive the group's operators from the models and compare them with the plan.
+
+    This is what proves *every operator of every subnet is covered*: a plan that lost
+    an operator together with its events, or that claims a shared operator a subnet
+    does not have, is caught here even when it is self-consistent.
+    """
+    from enasa_compiler.frontend import load_group
+    from enasa_compiler.ir import MvmOp
+    from enasa_compiler.passes.lower import lower
+    from enasa_compiler.pipeline import build_group_model
+
+    sources = [m if not isinstance(m, bytes) else _proto_from_bytes(m) for m in models]
+    group, _ = build_group_model(load_group(sources, batch=plan.batch))
+    program = lower(group, target)
+    planned = {op.id: op for op in plan.operators}
+    weight_sha = {w.id: w.sha256 for w in plan.weights}
+    for op in program.ops:
+        mine = planned.pop(op.id, None)
+        subnets = ",".join(map(str, op.subnets))
+        if mine is None:
+            yield Violation(MISSING_OP, f"operator '{op.id}' ({op.op_type}, subnets "
+                                        f"{subnets}) of the models is not in the plan")
+            continue
+        if mine.subnets != op.subnets:
+            yield Violation(MODELS, f"operator '{op.id}' serves subnets "
+                                    f"{','.join(map(str, mine.subnets))} in the plan but "
+                                    f"{subnets} in the models")
+        expected = [w.sha256 for w in op.weights] if isinstance(op, MvmOp) else []
+        if [weight_sha.get(w) for w in mine.weights] != expected:
+            yield Violation(MODELS, f"operator '{op.id}' uses other weights in the plan than "
+                                    "in the models")
+    for extra in planned:
+        yield Violation(MODELS, f"operator '{extra}' in the plan is not in the models")
+
+
+def _proto_from_bytes(data: bytes) -> Any:
+    import onnx
+
+    proto = onnx.ModelProto()
+    proto.ParseFromString(data)
+    return proto
+
+
 # ---- entry point -------------------------------------------------------------------
 def validate(
     plan: Plan | dict[str, Any] | str | Path,
@@ -318,7 +364,8 @@ def validate(
             is checked in its JSON form (energies rounded as when saved).
         models: the subnets' source models, in subnet order (paths, raw bytes,
             ``onnx.ModelProto`` or ``onnx_ir.Model``); when given, their count and
-            hashes must match the plan's subnets.
+            hashes must match the plan's subnets, and the operators re-derived from
+            them (frontend, graph passes, lowering) must be exactly the plan's.
 
     Returns:
         The violations, grouped by check in the order of :data:`KINDS`.
@@ -350,7 +397,10 @@ def validate(
         violations.extend(check(index))
     if models is not None:
         given = [models] if isinstance(models, str | Path | bytes) else list(models)
-        violations.extend(_check_models(typed, given))
+        model_violations = list(_check_models(typed, given))
+        violations.extend(model_violations)
+        if not model_violations and target is not None:
+            violations.extend(_check_operators_against_models(typed, given, target))
     order = {kind: i for i, kind in enumerate(KINDS)}
     violations.sort(key=lambda v: order.get(v.kind, len(order)))
     logger.debug("plan validated: %d violations", len(violations))

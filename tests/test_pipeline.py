@@ -109,3 +109,36 @@ def test_batch_size_scales_vectors_not_weights(group4_files, group4_result, batc
     plan = enasa_compiler.compile(group4_files[:1], "neurosim-22nm", batch=batch)
     assert plan.batch == batch and plan.input_shape[0] == batch
     assert enasa_compiler.validate(plan) == []
+
+
+def test_validate_with_models_rederives_every_operator(group4_result, group4_files):
+    plan = group4_result.plan
+    assert enasa_compiler.validate(plan, models=group4_files) == []
+    data = plan.to_dict()
+    victim = data["operators"].pop(5)
+    data["schedule"]["compute"] = [e for e in data["schedule"]["compute"]
+                                   if e["op"] != victim["id"]]
+    for op in data["operators"]:
+        op["deps"] = [d for d in op["deps"] if d != victim["id"]]
+    shared = next(op for op in data["operators"] if len(op["subnets"]) == 4)
+    shared["subnets"] = [0, 1]
+    messages = [str(v) for v in enasa_compiler.validate(data, models=group4_files)]
+    assert (f"missing-op: operator '{victim['id']}' ({victim['op_type']}, subnets 0,1,2,3) "
+            "of the models is not in the plan") in messages
+    assert any(m.startswith(f"models: operator '{shared['id']}' serves subnets 0,1 in the "
+                            "plan but 0,1,2,3") for m in messages)
+
+
+def test_subnets_from_the_dynamo_exporter_compile(demo_supernet, tmp_path):
+    from enasa_compiler.models.export import export_subnet
+
+    archs = [(0,) * 10 + (1,) * 10, (0,) * 10 + (2,) * 10]
+    files = [export_subnet(demo_supernet, arch, tmp_path / f"d{i}.onnx", dynamo=True)
+             for i, arch in enumerate(archs)]
+    result = enasa_compiler.compile_detailed(files, "neurosim-22nm")
+    assert enasa_compiler.validate(result.plan, models=files) == []
+    # stem and the first 10 layers are shared: compute-shared operators serve both
+    assert sum(op.subnets == (0, 1) for op in result.plan.operators) > 10
+    assert result.plan.dedup["nodes_removed"] > 10
+    assert group_model_max_error(result.group_model, files) <= 1e-4
+    assert [s.arch for s in result.plan.subnets] == archs
