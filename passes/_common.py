@@ -127,7 +127,8 @@ def weight_input(node: ir.Node) -> ir.Value | None:
     return None
 
 
-def _static_dims(value: ir.Value | None) -> tuple[int, ...] | None:
+def static_dims(value: ir.Value | None) -> tuple[int, ...] | None:
+    """Return a value's shape as ints, or None when it is unknown or symbolic."""
     if value is None or value.shape is None or not value.shape.is_static():
         return None
     return tuple(int(d) for d in value.shape.numpy())
@@ -141,7 +142,7 @@ def has_static_mac_shapes(node: ir.Node) -> bool:
         needed = (node.inputs[1], node.outputs[0])
     else:
         needed = (node.inputs[0], node.outputs[0])
-    return all(_static_dims(value) is not None for value in needed)
+    return all(static_dims(value) is not None for value in needed)
 
 
 def count_macs(node: ir.Node) -> int:
@@ -158,14 +159,14 @@ def count_macs(node: ir.Node) -> int:
     """
     if node.domain != "" or node.op_type not in MAC_OP_TYPES:
         return 0
-    output_dims = _static_dims(node.outputs[0])
+    output_dims = static_dims(node.outputs[0])
     if node.op_type == "Conv":
-        weight_dims = _static_dims(node.inputs[1])
+        weight_dims = static_dims(node.inputs[1])
         if output_dims is None or weight_dims is None:
             raise ValueError(f"Conv '{node.name}' needs static weight and output shapes")
         # Output (N, Cout, *spatial) times the (Cin/g, *kernel) each output element reads.
         return math.prod(output_dims) * math.prod(weight_dims[1:])
-    input_dims = _static_dims(node.inputs[0])
+    input_dims = static_dims(node.inputs[0])
     if output_dims is None or input_dims is None:
         raise ValueError(f"{node.op_type} '{node.name}' needs static input and output shapes")
     if node.op_type == "Gemm":

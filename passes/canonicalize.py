@@ -21,7 +21,7 @@ import onnx.reference
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 
-from ._common import constant_tensor
+from ._common import constant_tensor, static_dims
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class CanonicalizePass(ir.passes.InPlacePass):
         if not _is_foldable(node):
             return False
         for output in node.outputs:
-            dims = _static_dims(output)
+            dims = static_dims(output)
             if dims is not None and math.prod(dims) > self.fold_size_limit:
                 return False
         try:
@@ -136,12 +136,6 @@ class CanonicalizePass(ir.passes.InPlacePass):
         return True
 
 
-def _static_dims(value: ir.Value | None) -> tuple[int, ...] | None:
-    if value is None or value.shape is None or not value.shape.is_static():
-        return None
-    return tuple(int(d) for d in value.shape.numpy())
-
-
 def _fresh_name(taken: set[str | None], base: str) -> str:
     """Return ``base`` or ``base_1``, ``base_2``... whichever is not taken, and take it."""
     name, counter = base, 0
@@ -165,7 +159,7 @@ def _is_foldable(node: ir.Node) -> bool:
     ):
         return False
     if node.op_type == "Shape":
-        return _static_dims(node.inputs[0]) is not None or _all_inputs_constant(node)
+        return static_dims(node.inputs[0]) is not None or _all_inputs_constant(node)
     if node.op_type == "CastLike":
         target = node.inputs[1]
         return constant_tensor(node.inputs[0]) is not None and (
@@ -181,7 +175,7 @@ def _all_inputs_constant(node: ir.Node) -> bool:
 
 def _evaluate(node: ir.Node, opsets: dict[str, int]) -> list[np.ndarray]:
     """Compute a foldable node's outputs with numpy or the ONNX reference evaluator."""
-    if node.op_type == "Shape" and (dims := _static_dims(node.inputs[0])) is not None:
+    if node.op_type == "Shape" and (dims := static_dims(node.inputs[0])) is not None:
         # The slice semantics of start/end (opset 15) are Python's, negatives included.
         start = node.attributes.get_int("start", 0)
         end = node.attributes.get_int("end", len(dims))

@@ -100,13 +100,13 @@ def tile_matrix(
 
 
 def _static_shape(value: ir.Value, node: ir.Node) -> tuple[int, ...]:
-    shape = value.shape
-    if shape is None or not all(isinstance(d, int) for d in shape):
+    dims = _common.static_dims(value)
+    if dims is None:
         raise InputError(
             f"node '{node.name}' ({node.op_type}): value '{value.name}' has no static shape "
-            f"({shape}); dynamic shapes cannot be mapped"
+            f"({value.shape}); dynamic shapes cannot be mapped"
         )
-    return tuple(int(d) for d in shape)  # type: ignore[arg-type]
+    return dims
 
 
 def _elements(value: ir.Value, node: ir.Node, batch: int) -> int:
@@ -114,7 +114,7 @@ def _elements(value: ir.Value, node: ir.Node, batch: int) -> int:
 
 
 def _is_constant(value: ir.Value | None) -> bool:
-    return value is not None and value.const_value is not None
+    return _common.constant_tensor(value) is not None
 
 
 def _layer_key(node: ir.Node) -> str:

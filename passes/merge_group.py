@@ -203,9 +203,16 @@ def _move_subnet(
     # A value may be the output of one graph only.
     graph.outputs.clear()
 
-    for node in ir.traversal.RecursiveGraphIterator(graph):
-        if node.name:
-            node.name = prefix + node.name
+    # Every node needs a name: plans and reports refer to operators by it.
+    taken = {node.name for node in ir.traversal.RecursiveGraphIterator(graph)}
+    for position, node in enumerate(ir.traversal.RecursiveGraphIterator(graph)):
+        if not node.name:
+            candidate = f"{node.op_type}_{position}"
+            while candidate in taken:
+                candidate += "_"
+            taken.add(candidate)
+            node.name = candidate
+        node.name = prefix + node.name
         for value in node.outputs:
             if value.name:
                 value.name = prefix + value.name
