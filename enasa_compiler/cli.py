@@ -122,7 +122,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from enasa_compiler.plan import Plan
     from enasa_compiler.report import cost_report, format_cost_report
+    from enasa_compiler.validator import validate
 
+    # A report of a plan that does not hold together would be numbers about nothing.
+    violations = validate(args.plan)
+    if violations:
+        print(f"enasa simulate: {args.plan} is not a valid plan ({len(violations)} "
+              f"violations; first: {violations[0]}); see enasa validate", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     plan = Plan.load(args.plan)
     report = cost_report(plan)
     _emit(args, report, format_cost_report(report))

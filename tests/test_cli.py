@@ -157,3 +157,77 @@ def test_targets_lists_the_presets(capsys):
 def test_usage_error_exits_2():
     result = _run("compile")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_simulate_refuses_an_invalid_plan(compiled_plan, tmp_path, capsys):
+    def shorten(data):
+        event = next(e for e in data["schedule"]["compute"] if e["placements"])
+        event["end_ns"] = event["start_ns"] + 1
+
+    assert main(["simulate", str(_tamper(compiled_plan, tmp_path, shorten))]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a valid plan" in err and "duration" in err
+
+
+def _external_outside(model: onnx.ModelProto) -> onnx.ModelProto:
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.ClearField("float_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    entry = tensor.external_data.add()
+    entry.key, entry.value = "location", "../outside.bin"
+    return model
+
+
+def _set_input_dim(axis: int, value: int):
+    def edit(model: onnx.ModelProto) -> onnx.ModelProto:
+        model.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = value
+        return model
+    return edit
+
+
+def _no_nodes(model: onnx.ModelProto) -> onnx.ModelProto:
+    del model.graph.node[:]
+    return model
+
+
+def _old_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    model.opset_import[0].version = 11
+    return model
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(_tiny_model().SerializeToString()[:60]), "not an ONNX model"),
+        (lambda p: p.write_bytes(b""), "empty file"),
+        (lambda p: p.mkdir(), "not a regular file"),
+        (lambda p: onnx.save(_external_outside(_tiny_model()), p),
+         "points to external data outside the model's folder (../outside.bin); refused"),
+        (lambda p: onnx.save(_set_input_dim(2, 10**9)(_tiny_model()), p),
+         "dimension 2 is 1000000000, outside 1..16777216"),
+        (lambda p: onnx.save(_set_input_dim(1, 0)(_tiny_model()), p),
+         "dimension 1 is 0, outside"),
+        (lambda p: onnx.save(_no_nodes(_tiny_model()), p), "the graph has no nodes"),
+        (lambda p: onnx.save(_old_opset(_tiny_model()), p), "opset 11 is older than 13"),
+    ],
+    ids=["truncated", "empty", "directory", "external-outside", "huge-dim", "zero-dim",
+         "no-nodes", "old-opset"],
+)
+def test_bad_model_gives_one_line_exit_2_and_no_output(tmp_path, capsys, make, message):
+    path = tmp_path / "model.onnx"
+    make(path)
+    out = tmp_path / "plan.json"
+    assert main(["compile", str(path), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err
+    assert not out.exists()
+
+
+def test_plan_file_gets_the_usual_permissions(compiled_plan):
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(compiled_plan.stat().st_mode) == 0o666 & ~umask
