@@ -16,12 +16,11 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from enasa_compiler.atomic import write_atomic
 from enasa_compiler.errors import InputError
 from enasa_compiler.ir import DigitalOp, MvmOp, OpKind, Tile, WeightMatrix
 
@@ -37,7 +36,6 @@ __all__ = [
     "ProgramEvent",
     "SubnetInfo",
     "Totals",
-    "write_atomic",
 ]
 
 PLAN_FORMAT = "enasa-plan"
@@ -346,31 +344,3 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
         totals=Totals(**data["totals"]), dedup=dict(data.get("dedup", {})),
         version=int(data["version"]),
     )
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename.
-
-    An interrupted write leaves the old file (or nothing), never half a file.
-    """
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        # mkstemp creates the file 0600; give it the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path

@@ -13,7 +13,6 @@ import io
 import json
 import logging
 import os
-import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +22,8 @@ import onnx
 import onnx_ir as ir
 import onnx_ir.passes.common as ir_passes
 import torch
+
+from enasa_compiler.atomic import write_atomic
 
 from .spos import SposSupernet
 
@@ -153,21 +154,6 @@ def _tidy(model: ir.Model, params: Mapping[str, torch.Tensor]) -> None:
     ir_passes.RemoveUnusedNodesPass()(model)
 
 
-def _write_atomically(model: onnx.ModelProto, path: Path) -> None:
-    # A reader (or a crashed run) never sees a half-written model under the final name.
-    # A plain exclusive open (not mkstemp, whose files are 0600) keeps the usual umask.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "xb") as handle:
-            handle.write(model.SerializeToString())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def export_subnet(
     supernet: SposSupernet,
     arch: Sequence[int],
@@ -219,7 +205,7 @@ def export_subnet(
     _tidy(model, subnet.state_dict())
     model.metadata_props[ARCH_METADATA_KEY] = json.dumps(list(subnet.arch))
     model.metadata_props[SUPERNET_METADATA_KEY] = subnet.supernet_name
-    _write_atomically(ir.to_proto(model), path)
+    write_atomic(path, ir.to_proto(model).SerializeToString())
     logger.debug("exported %s arch %s to %s", subnet.supernet_name, subnet.arch, path)
     return path
 
