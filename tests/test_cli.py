@@ -231,3 +231,17 @@ def test_plan_file_gets_the_usual_permissions(compiled_plan):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(compiled_plan.stat().st_mode) == 0o666 & ~umask
+
+
+def test_demo_runs_the_whole_flow(capsys):
+    assert main(["demo", "--subnets", "4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["valid"] and result["violations"] == []
+    assert len(result["archs"]) == 4
+    # the four subnets share their bottom 10 layers: dedup removes them three times over
+    assert result["nodes_after"] < result["nodes_before"]
+    assert 1.3 < result["dedup_mac_ratio"] < 4
+    assert result["group_model_max_abs_error"] < 1e-3
+    # grouping beats one-subnet-at-a-time on the same chip
+    assert result["one_at_a_time_makespan_ns"] > 2 * result["makespan_ns"]
+    assert result["one_at_a_time_energy_pj"] > result["energy_pj"]
