@@ -61,10 +61,13 @@ class CanonicalizePass(ir.passes.InPlacePass):
             common_passes.LiftConstantsToInitializersPass(
                 lift_all_constants=True, size_limit=0
             ),
-            # Static shapes let Shape nodes fold and let later passes count MACs.
-            common_passes.ShapeInferencePass(),
         ):
             modified |= prepass(model).modified
+        if not _all_shapes_static(model.graph):
+            # Static shapes let Shape nodes fold and let later passes count MACs. The
+            # frontend has usually inferred them already; re-inferring round-trips the
+            # whole model through protobuf, the slowest step of this pass.
+            modified |= common_passes.ShapeInferencePass()(model).modified
         model.graph.sort()
 
         opsets = dict(model.opset_imports)
@@ -144,6 +147,10 @@ def _fresh_name(taken: set[str | None], base: str) -> str:
         name = f"{base}_{counter}"
     taken.add(name)
     return name
+
+
+def _all_shapes_static(graph: ir.Graph) -> bool:
+    return all(static_dims(value) is not None for node in graph for value in node.outputs)
 
 
 def _is_foldable(node: ir.Node) -> bool:
