@@ -151,6 +151,8 @@ class DigitalOp:
         ops: digital operations per image (MACs for a depthwise conv run digitally,
             one per output element for element-wise ops, window size for pooling).
         layer: layer key, as for :class:`MvmOp`.
+        macs: multiply-accumulates per image when the op is a Conv/Gemm/MatMul run
+            digitally (a depthwise conv), else 0; so MAC totals cover every conv.
 
     """
 
@@ -162,6 +164,7 @@ class DigitalOp:
     elements: int
     ops: int
     layer: str = ""
+    macs: int = 0
 
     kind: OpKind = field(default=OpKind.DIGITAL, init=False)
 
@@ -219,5 +222,5 @@ class CrossbarProgram:
 
     @property
     def total_macs(self) -> int:
-        """MACs per image of the whole group after deduplication (crossbar ops only)."""
-        return sum(o.macs for o in self.mvm_ops())
+        """MACs per image of the whole group after deduplication, digital convs included."""
+        return sum(o.macs for o in self.ops)

@@ -92,7 +92,7 @@ def assemble_plan(
             subnets=op.subnets, inputs=op.inputs, outputs=op.outputs,
             deps=program.deps[op.id],
             weights=tuple(w.id for w in op.weights) if isinstance(op, MvmOp) else (),
-            macs=op.macs if isinstance(op, MvmOp) else 0,
+            macs=op.macs,
             vectors_per_image=op.vectors_per_image if isinstance(op, MvmOp) else 0,
             elements=0 if isinstance(op, MvmOp) else op.elements,
             ops=0 if isinstance(op, MvmOp) else op.ops,

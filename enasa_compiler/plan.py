@@ -176,6 +176,7 @@ class Plan:
         return DigitalOp(
             id=op.id, op_type=op.op_type, subnets=op.subnets, inputs=op.inputs,
             outputs=op.outputs, elements=op.elements, ops=op.ops, layer=op.layer,
+            macs=op.macs,
         )
 
     # ---- JSON -----------------------------------------------------------------------

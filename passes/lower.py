@@ -228,6 +228,7 @@ class _Lowerer:
             id=node.name or "", op_type=node.op_type, subnets=_common.get_subnets(node),
             inputs=_activation_inputs(node), outputs=tuple(v.name or "" for v in node.outputs),
             elements=elements, ops=max(1, ops_per_image), layer=_layer_key(node),
+            macs=ops_per_image if node.op_type in _common.MAC_OP_TYPES else 0,
         )
 
 

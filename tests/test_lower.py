@@ -81,7 +81,7 @@ def test_grouped_conv_maps_each_group_on_its_own_crossbars(program):
 def test_depthwise_conv_runs_digitally_with_its_macs(program):
     depthwise = program.op("s0/depthwise")
     assert isinstance(depthwise, DigitalOp)
-    assert depthwise.ops == 32 * 9 * 16 * 16
+    assert depthwise.ops == depthwise.macs == 32 * 9 * 16 * 16
     assert depthwise.elements == 32 * 16 * 16
 
 
