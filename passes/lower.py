@@ -131,9 +131,16 @@ class _Lowerer:
         self.batch = batch
         self.weights: dict[str, WeightMatrix] = {}
 
-    def weight_matrix(self, digest: str, rows: int, cols: int) -> WeightMatrix:
-        """Return the (shared) matrix for these weight contents, tiling it on first use."""
-        existing = self.weights.get(digest)
+    def weight_matrix(
+        self, digest: str, rows: int, cols: int, layout: str
+    ) -> WeightMatrix:
+        """Return the (shared) matrix for these weight contents, tiling it on first use.
+
+        ``layout`` says how the tensor unrolls (``conv``, ``gemm``, ``gemm-t``): equal
+        numbers read the other way round are a different crossbar matrix.
+        """
+        key = f"{digest}/{layout}"
+        existing = self.weights.get(key)
         if existing is not None:
             return existing
         weight_id = f"w{len(self.weights)}"
@@ -144,7 +151,7 @@ class _Lowerer:
             tiles=tile_matrix(weight_id, rows, cols, xbar.rows, xbar.cols,
                               self.target.columns_per_weight),
         )
-        self.weights[digest] = matrix
+        self.weights[key] = matrix
         return matrix
 
     def lower_node(self, node: ir.Node) -> Op:
@@ -181,7 +188,7 @@ class _Lowerer:
         assert digest is not None
         matrices = tuple(
             self.weight_matrix(_group_digest(digest, g, groups), cin_per_group * kh * kw,
-                               cout // groups)
+                               cout // groups, "conv")
             for g in range(groups)
         )
         return MvmOp(
@@ -205,7 +212,7 @@ class _Lowerer:
         vectors = math.prod(out_shape[:-1]) // self.batch
         digest = _common.weight_digest(weight)
         assert digest is not None
-        matrix = self.weight_matrix(_group_digest(digest, 0, 1), rows, cols)
+        matrix = self.weight_matrix(digest, rows, cols, "gemm-t" if trans_b else "gemm")
         return MvmOp(
             id=node.name or "", op_type=node.op_type, subnets=_common.get_subnets(node),
             inputs=_activation_inputs(node), outputs=tuple(v.name or "" for v in node.outputs),

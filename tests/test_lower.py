@@ -110,3 +110,18 @@ def test_unsupported_operator_is_named():
     message = r"unsupported operator GlobalLpPool \(node 's0/pool'\)"
     with pytest.raises(UnsupportedModelError, match=message):
         _lower(model, load_target("neurosim-22nm"))
+
+
+def test_same_numbers_read_transposed_are_a_different_matrix():
+    square = _init("w", (16, 16), 7)
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["a"], name="plain"),
+             helper.make_node("Gemm", ["a", "w"], ["y"], name="transposed", transB=1)]
+    graph = helper.make_graph(
+        nodes, "square", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])], [square])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    program = _lower(model, load_target("neurosim-22nm"))
+    plain, transposed = program.op("s0/plain"), program.op("s0/transposed")
+    assert plain.weights[0].sha256 == transposed.weights[0].sha256
+    assert plain.weights[0].id != transposed.weights[0].id
+    assert len(program.weight_matrices()) == 2
