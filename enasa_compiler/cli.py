@@ -1,8 +1,9 @@
 """The ``enasa`` command line.
 
-Exit codes: 0 success, 1 a check failed (invalid plan), 2 bad input or usage.
-Errors are one line on stderr; ``--debug`` shows the traceback instead. Output
-files are written atomically, so a failed command leaves none behind.
+Exit codes: 0 success, 1 a check failed (invalid plan), 2 bad input or usage,
+3 an internal error (a bug in the toolchain). Errors are one line on stderr;
+``--debug`` shows the traceback instead. Output files are written atomically, so
+a failed command leaves none behind.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
+EXIT_INTERNAL_ERROR = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -189,6 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"enasa {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug, not bad input: still one line, never half a file
+        if args.debug:
+            raise
+        print(f"enasa {args.command}: internal error: {type(exc).__name__}: {exc} "
+              "(rerun with --debug for the traceback and report it)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

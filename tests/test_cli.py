@@ -245,3 +245,13 @@ def test_demo_runs_the_whole_flow(capsys):
     # grouping beats one-subnet-at-a-time on the same chip
     assert result["one_at_a_time_makespan_ns"] > 2 * result["makespan_ns"]
     assert result["one_at_a_time_energy_pj"] > result["energy_pj"]
+
+
+def test_output_path_that_is_a_folder_is_refused_cleanly(group4_files, tmp_path, capsys):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main(["compile", str(group4_files[0]), "-o", str(folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write" in err and "Is a directory" in err
+    assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "out"]
