@@ -255,3 +255,18 @@ def test_output_path_that_is_a_folder_is_refused_cleanly(group4_files, tmp_path,
     assert err.count("\n") == 1 and "cannot write" in err and "Is a directory" in err
     assert list(folder.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
         "out"]
+
+
+def test_internal_error_is_one_line_with_exit_3(monkeypatch, capsys):
+    import enasa_compiler.cli as cli
+
+    def broken(args):
+        raise RuntimeError("scheduler lost track")
+
+    monkeypatch.setitem(cli._COMMANDS, "targets", broken)
+    assert main(["targets"]) == 3
+    err = capsys.readouterr().err
+    assert err == ("enasa targets: internal error: RuntimeError: scheduler lost track "
+                   "(rerun with --debug for the traceback and report it)\n")
+    with pytest.raises(RuntimeError):
+        main(["targets", "--debug"])
