@@ -1,7 +1,8 @@
-"""Export SPOS subnets to ONNX files that the compiler reads, with their architecture attached.
+"""Export SPOS and FairNAS subnets to ONNX files for the compiler, with their arch attached.
 
 The exported graphs deliberately keep their ``BatchNormalization`` nodes and the
-supernet's parameter names (``features.{layer}.{choice}.branch_main.{i}.weight``):
+supernet's parameter names (``features.{layer}.{choice}.branch_main.{i}.weight`` for
+SPOS, ``features.{layer}.{choice}.conv.{i}.weight`` for FairNAS):
 folding BN is the compiler's job, and the names let it see that two subnets of a group
 use the same supernet weights. Both torch exporters fold BN into renamed or silently
 rewritten conv weights by default, so this module asks them not to.
@@ -25,6 +26,7 @@ import torch
 
 from enasa_compiler.atomic import write_atomic
 
+from .fairnas import FairnasSupernet
 from .spos import SposSupernet
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "ARCH_METADATA_KEY",
     "SUPERNET_METADATA_KEY",
+    "Supernet",
     "build_demo_supernet",
     "export_group",
     "export_subnet",
@@ -40,6 +43,8 @@ __all__ = [
 
 ARCH_METADATA_KEY = "enasa.arch"
 SUPERNET_METADATA_KEY = "enasa.supernet"
+Supernet = SposSupernet | FairnasSupernet
+"""A supernet that can be exported; its ``supernet_name`` goes into ``enasa.supernet``."""
 _DYNAMO_MIN_OPSET = 18  # the dynamo exporter only emits opset 18 and later
 
 
@@ -155,7 +160,7 @@ def _tidy(model: ir.Model, params: Mapping[str, torch.Tensor]) -> None:
 
 
 def export_subnet(
-    supernet: SposSupernet,
+    supernet: Supernet,
     arch: Sequence[int],
     path: str | os.PathLike[str],
     *,
@@ -167,10 +172,11 @@ def export_subnet(
 
     The graph has input ``input`` of shape (batch_size, 3, input_size, input_size) and
     output ``logits``; ``metadata_props`` hold ``enasa.arch`` (JSON list) and
-    ``enasa.supernet``. The supernet's train/eval mode is restored afterwards.
+    ``enasa.supernet`` (``"spos"`` or ``"fairnas"``). The supernet's train/eval mode is
+    restored afterwards.
 
     Args:
-        supernet: The supernet whose weights the subnet uses.
+        supernet: The SPOS or FairNAS supernet whose weights the subnet uses.
         arch: One choice index per layer.
         path: Destination file; its folder is created if missing.
         batch_size: Static batch dimension of the exported input.
@@ -211,7 +217,7 @@ def export_subnet(
 
 
 def export_group(
-    supernet: SposSupernet,
+    supernet: Supernet,
     archs: Sequence[Sequence[int]],
     out_dir: str | os.PathLike[str],
     **kw: int | bool,
@@ -247,7 +253,7 @@ def read_arch(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[int, ...
     raise KeyError(f"model has no {ARCH_METADATA_KEY!r} metadata")
 
 
-def _calibrate_batchnorm(supernet: SposSupernet, images: torch.Tensor) -> None:
+def _calibrate_batchnorm(supernet: Supernet, images: torch.Tensor) -> None:
     """Set every BN's running statistics from real activations of random images.
 
     Random statistics would let activations vanish or explode over 20 layers; measured

@@ -4,19 +4,30 @@ ENASA evaluates a *group* of subnets at once and gains when they share work: a c
 prefix of choices is computed once for the group (compute-shared), and equal choices on
 the top layers keep one copy of their weights in crossbars (weight-shared). The demo and
 the tests need such groups without running the stage-wise evolution, so this module
-draws them directly, reproducibly from a seed.
+draws them directly, reproducibly from a seed. It also holds the two samplers of the
+search itself: FairNAS's strictly fair supernet-training steps and the children of one
+generation of ENASA's stage-wise evolution.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 
 import numpy as np
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Arch", "RandomSource", "sample_shared_group", "sample_uniform"]
+__all__ = [
+    "Arch",
+    "RandomSource",
+    "fixed_half",
+    "sample_shared_group",
+    "sample_strict_fair",
+    "sample_uniform",
+    "stagewise_children",
+]
 
 Arch = tuple[int, ...]
 RandomSource = random.Random | np.random.Generator | int
@@ -39,6 +50,19 @@ def _randrange(rng: random.Random | np.random.Generator, n: int) -> int:
     if isinstance(rng, random.Random):
         return rng.randrange(n)
     return int(rng.integers(n))
+
+
+def _random(rng: random.Random | np.random.Generator) -> float:
+    return float(rng.random())
+
+
+def _permutation(rng: random.Random | np.random.Generator, n: int) -> list[int]:
+    # Fisher-Yates on _randrange, so both kinds of source give reproducible orders.
+    order = list(range(n))
+    for i in range(n - 1, 0, -1):
+        j = _randrange(rng, i + 1)
+        order[i], order[j] = order[j], order[i]
+    return order
 
 
 def _check_counts(num_layers: int, num_choices: int) -> None:
@@ -149,3 +173,141 @@ def sample_shared_group(
     tail = _draw(source, suffix, num_choices)
     middles = _distinct_parts(source, num_layers - prefix - suffix, num_choices, group_size)
     return [head + middle + tail for middle in middles]
+
+
+def sample_strict_fair(num_layers: int, num_choices: int, rng: RandomSource) -> list[Arch]:
+    """Draw the ``num_choices`` subnets of one FairNAS strict-fairness training step.
+
+    Every layer gets an independent random permutation of its choices and subnet ``i``
+    takes the ``i``-th entry of each, so within one step each choice of each layer is
+    used by exactly one subnet (FairNAS trains them all, accumulates the gradients and
+    updates once).
+
+    Args:
+        num_layers: Choice layers in the supernet.
+        num_choices: Candidate blocks per layer; also the number of subnets returned.
+        rng: Source of randomness; the same seed gives the same step.
+
+    """
+    _check_counts(num_layers, num_choices)
+    source = _as_rng(rng)
+    permutations = [_permutation(source, num_choices) for _ in range(num_layers)]
+    return [tuple(perm[i] for perm in permutations) for i in range(num_choices)]
+
+
+def fixed_half(num_layers: int, generation: int) -> range:
+    """Layers that stage-wise evolution copies from the best subnet in ``generation``.
+
+    Even generations fix the bottom (input side), ``range(0, ceil(L / 2))``; odd ones
+    fix the top (output side), ``range(floor(L / 2), L)``. With an odd number of layers
+    both halves take the middle layer, so either shares at least half the network.
+
+    Raises:
+        ValueError: ``num_layers`` or ``generation`` is negative.
+
+    """
+    if num_layers < 0:
+        raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+    if generation < 0:
+        raise ValueError(f"generation must be >= 0, got {generation}")
+    if generation % 2 == 0:
+        return range(0, (num_layers + 1) // 2)
+    return range(num_layers // 2, num_layers)
+
+
+def _check_arch(arch: Sequence[int], num_layers: int, num_choices: int, what: str) -> Arch:
+    arch = tuple(int(c) for c in arch)
+    if len(arch) != num_layers:
+        raise ValueError(f"{what} has {len(arch)} layers, expected {num_layers}")
+    if any(not 0 <= c < num_choices for c in arch):
+        raise ValueError(f"{what} has choices outside [0, {num_choices}): {list(arch)}")
+    return arch
+
+
+def _crossover_and_mutate(
+    rng: random.Random | np.random.Generator,
+    first: Arch,
+    second: Arch,
+    num_choices: int,
+    mutation_prob: float,
+) -> list[int]:
+    genes = []
+    for a, b in zip(first, second, strict=True):
+        gene = a if _random(rng) < 0.5 else b
+        if _random(rng) < mutation_prob:
+            # SPOS's convention: the new choice is uniform and may equal the old one.
+            gene = _randrange(rng, num_choices)
+        genes.append(gene)
+    return genes
+
+
+def stagewise_children(
+    best: Sequence[int],
+    parents: Sequence[Sequence[int]],
+    num_children: int,
+    generation: int,
+    rng: RandomSource,
+    *,
+    num_choices: int,
+    mutation_prob: float = 0.1,
+) -> list[Arch]:
+    """Make one generation of ENASA's stage-wise evolution (``docs/domain.md`` section 4).
+
+    Each child takes two different parents at random (the same one only when there is
+    a single parent), mixes them uniformly gene by gene, then replaces each gene with
+    probability ``mutation_prob`` by a uniform choice. Finally the layers
+    :func:`fixed_half` names for ``generation`` are overwritten with ``best``'s: even
+    generations share the bottom half (a common prefix, computed once for the group),
+    odd ones the top half (the same weights, kept once in crossbars).
+
+    Children are not deduplicated; a caller that needs distinct subnets filters them.
+
+    Args:
+        best: The best architecture found so far.
+        parents: The parent buffer (at least one architecture).
+        num_children: Children to return.
+        generation: Generation number, >= 0; its parity picks the fixed half.
+        rng: Source of randomness; the same seed and inputs give the same children.
+        num_choices: Candidate blocks per layer.
+        mutation_prob: Per-gene mutation probability, in [0, 1].
+
+    Raises:
+        ValueError: Empty parent buffer, architectures of different lengths or with
+            choices out of range, or a count or probability out of range.
+
+    """
+    num_layers = len(best)
+    _check_counts(num_layers, num_choices)
+    if num_children < 0:
+        raise ValueError(f"num_children must be >= 0, got {num_children}")
+    if not 0.0 <= mutation_prob <= 1.0:
+        raise ValueError(f"mutation_prob must be in [0, 1], got {mutation_prob}")
+    if not parents:
+        raise ValueError("parents must hold at least one architecture")
+    best_arch = _check_arch(best, num_layers, num_choices, "best")
+    pool = [
+        _check_arch(arch, num_layers, num_choices, f"parent {i}")
+        for i, arch in enumerate(parents)
+    ]
+    fixed = fixed_half(num_layers, generation)
+    source = _as_rng(rng)
+    children = []
+    for _ in range(num_children):
+        first = _randrange(source, len(pool))
+        second = first
+        if len(pool) > 1:
+            second = (first + 1 + _randrange(source, len(pool) - 1)) % len(pool)
+        genes = _crossover_and_mutate(
+            source, pool[first], pool[second], num_choices, mutation_prob
+        )
+        for layer in fixed:
+            genes[layer] = best_arch[layer]
+        children.append(tuple(genes))
+    logger.debug(
+        "generation %d: %d children, layers %d-%d fixed to the best",
+        generation,
+        num_children,
+        fixed.start,
+        fixed.stop - 1,
+    )
+    return children
