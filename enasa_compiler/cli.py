@@ -52,7 +52,15 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--target", default="neurosim-22nm",
                    help="target preset name or target file (default: neurosim-22nm)")
     p.add_argument("-o", "--output", type=Path, required=True, help="plan file to write")
-    p.add_argument("--solver", default="ops", choices=["ops"], help="mapping algorithm")
+    p.add_argument("--solver", default="ops", choices=["ops", "cpsat", "auto"],
+                   help="ops: the operator-parallel scheduler (fast); cpsat: the exact "
+                   "model started from the OPS plan; auto: OPS improved by CP-SAT within "
+                   "the time limit when the group is small enough")
+    p.add_argument("--time-limit", type=float, default=10.0, metavar="SECONDS",
+                   help="CP-SAT budget (deterministic time; default 10)")
+    p.add_argument("--nondeterministic", action="store_true",
+                   help="let CP-SAT use all cores and wall-clock time (plans may differ "
+                   "from run to run)")
     p.add_argument("--mode", default="auto", choices=["auto", "resident", "dynamic"],
                    help="weights resident (programmed once) or dynamic (programmed on use)")
     p.add_argument("--batch", type=int, default=1, help="images per run (default 1)")
@@ -92,16 +100,21 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from enasa_compiler.pipeline import compile as compile_group
 
     plan = compile_group(args.models, args.target, solver=args.solver, mode=args.mode,
-                         batch=args.batch)
+                         batch=args.batch, time_limit_s=args.time_limit,
+                         deterministic=not args.nondeterministic)
     plan.save(args.output)
     t = plan.totals
     dedup = plan.dedup
-    _emit(args, {"plan": str(args.output), "mode": plan.mode, "totals": t.__dict__,
-                 "dedup": dedup},
+    bound = plan.bounds.get("lower_bound_ns")
+    quality = (f", within {plan.bounds['gap']:.1%} of the lower bound {bound / 1e3:.1f} us"
+               if bound is not None else "")
+    _emit(args, {"plan": str(args.output), "mode": plan.mode, "solver": plan.solver,
+                 "totals": t.__dict__, "dedup": dedup, "bounds": plan.bounds},
           f"wrote {args.output}: {len(plan.subnets)} subnets, {len(plan.operators)} "
           f"operators ({dedup.get('nodes_removed', 0)} shared nodes removed), {plan.mode} "
           f"mapping on {t.crossbars_used} crossbars, makespan {t.makespan_ns / 1e3:.1f} us, "
-          f"energy {t.energy_pj / 1e6:.3f} uJ, utilization {t.utilization:.1%}")
+          f"energy {t.energy_pj / 1e6:.3f} uJ, utilization {t.utilization:.2%} "
+          f"({plan.solver}{quality})")
     return EXIT_OK
 
 

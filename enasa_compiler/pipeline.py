@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import onnx_ir as ir
 from onnx_ir.passes import PassManager
@@ -20,6 +21,8 @@ from enasa_compiler.ir import CrossbarProgram, MvmOp, OpKind
 from enasa_compiler.passes import CanonicalizePass, DedupPass, MergeGroupPass, WeightSharePass
 from enasa_compiler.passes.lower import lower
 from enasa_compiler.passes.mapping import Schedule, schedule_ops
+from enasa_compiler.passes.mapping.bounds import makespan_lower_bound
+from enasa_compiler.passes.mapping.cpsat import schedule_cpsat
 from enasa_compiler.plan import Plan, PlanOperator, SubnetInfo
 from enasa_compiler.targets.cost import digital_cost, mvm_cost
 from enasa_compiler.targets.target import Target, load_target
@@ -29,7 +32,74 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CompileResult", "SOLVERS", "build_group_model", "compile", "compile_detailed"]
 
-SOLVERS = ("ops",)
+SOLVERS = ("ops", "cpsat", "auto")
+# ``auto`` tries CP-SAT after OPS only below this many operators: above it the model
+# takes longer to build than OPS takes to schedule, for little gain.
+AUTO_CPSAT_MAX_OPS = 2000
+
+
+@dataclass(frozen=True)
+class MappingOutcome:
+    """The schedule chosen, which solver produced it, and what is known of its quality."""
+
+    schedule: Schedule
+    solver: str
+    bounds: dict[str, Any]
+
+
+def _makespan(schedule: Schedule) -> int:
+    events = (*schedule.compute, *schedule.program)
+    return max(e.end_ns for e in events) - min(e.start_ns for e in events) if events else 0
+
+
+def map_program(
+    program: CrossbarProgram,
+    target: Target,
+    *,
+    solver: str = "ops",
+    mode: str = "auto",
+    time_limit_s: float = 10.0,
+    deterministic: bool = True,
+) -> MappingOutcome:
+    """Schedule a lowered group with OPS, CP-SAT, or OPS improved by CP-SAT.
+
+    OPS always runs: it is the fast answer and CP-SAT's starting hint. Every outcome
+    carries a lower bound on the makespan (the analytic one, tightened by CP-SAT's
+    when its time unit is 1 ns) and the optimality gap.
+
+    Raises:
+        InputError: unknown solver, or ``cpsat`` found no schedule in time.
+
+    """
+    if solver not in SOLVERS:
+        raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
+    ops_schedule = schedule_ops(program, target, mode)
+    chosen, name = ops_schedule, "ops"
+    lower_bound = makespan_lower_bound(program, target)
+    bounds: dict[str, Any] = {"analytic_bound_ns": lower_bound.bound_ns,
+                              "solver_bound_ns": None, "time_unit_ns": None,
+                              "solver_status": "not run"}
+    proven = lower_bound.bound_ns
+    if solver == "cpsat" or (solver == "auto" and len(program.ops) <= AUTO_CPSAT_MAX_OPS):
+        result = schedule_cpsat(program, target, ops_schedule.mode, hint=ops_schedule,
+                                time_limit_s=time_limit_s, deterministic=deterministic)
+        bounds.update(solver_status=result.status, time_unit_ns=result.unit_ns)
+        if result.unit_ns == 1:
+            # Only an unscaled model's bound holds for the real durations.
+            bounds["solver_bound_ns"] = result.solver_bound_ns
+            proven = max(proven, result.solver_bound_ns)
+        if result.schedule is None:
+            if solver == "cpsat":
+                raise InputError(
+                    f"CP-SAT found no schedule within {time_limit_s} s ({result.status}); "
+                    "use --solver ops or a longer --time-limit")
+        elif solver == "cpsat" or _makespan(result.schedule) < _makespan(ops_schedule):
+            chosen, name = result.schedule, "cpsat"
+    makespan = _makespan(chosen)
+    proven = min(proven, makespan)
+    bounds["lower_bound_ns"] = proven
+    bounds["gap"] = (makespan - proven) / makespan if makespan else 0.0
+    return MappingOutcome(chosen, name, bounds)
 
 
 @dataclass(frozen=True)
@@ -80,6 +150,7 @@ def assemble_plan(
     subnets: Sequence[SubnetModel],
     dedup: dict[str, int],
     solver: str,
+    bounds: dict[str, Any] | None = None,
 ) -> Plan:
     """Price every operator and put program, schedule and totals into one plan."""
     operators = []
@@ -115,7 +186,7 @@ def assemble_plan(
         solver=solver, batch=program.batch, input_name=program.input_name,
         input_shape=program.input_shape, subnets=infos, weights=weights,
         operators=tuple(operators), program=schedule.program, compute=schedule.compute,
-        totals=totals, dedup=dedup,
+        totals=totals, dedup=dedup, bounds=dict(bounds or {}),
     )
 
 
@@ -126,6 +197,8 @@ def compile_detailed(
     solver: str = "ops",
     mode: str = "auto",
     batch: int = 1,
+    time_limit_s: float = 10.0,
+    deterministic: bool = True,
 ) -> CompileResult:
     """Compile a group and return the plan with the intermediate stages."""
     if solver not in SOLVERS:
@@ -134,8 +207,10 @@ def compile_detailed(
     subnets = tuple(load_group(models, batch=batch))
     group, dedup = build_group_model(subnets)
     program = lower(group, resolved_target)
-    schedule = schedule_ops(program, resolved_target, mode)
-    plan = assemble_plan(program, schedule, resolved_target, subnets, dedup, solver)
+    outcome = map_program(program, resolved_target, solver=solver, mode=mode,
+                          time_limit_s=time_limit_s, deterministic=deterministic)
+    plan = assemble_plan(program, outcome.schedule, resolved_target, subnets, dedup,
+                         outcome.solver, outcome.bounds)
     return CompileResult(plan=plan, group_model=group, program=program, subnets=subnets)
 
 
@@ -146,6 +221,8 @@ def compile(  # noqa: A001 - the public name mirrors the `enasa compile` command
     solver: str = "ops",
     mode: str = "auto",
     batch: int = 1,
+    time_limit_s: float = 10.0,
+    deterministic: bool = True,
 ) -> Plan:
     """Compile a group of ONNX subnets into a crossbar mapping plan.
 
@@ -154,13 +231,19 @@ def compile(  # noqa: A001 - the public name mirrors the `enasa compile` command
             the same input shape.
         target: a preset name (``enasa targets`` lists them), a target file or a
             :class:`~enasa_compiler.targets.Target`.
-        solver: mapping algorithm; ``ops`` is the operator-parallel scheduler.
+        solver: ``ops`` (the operator-parallel scheduler), ``cpsat`` (the exact
+            model, started from the OPS plan) or ``auto`` (OPS, then CP-SAT improves
+            it within the time limit when the group is small enough).
         mode: ``resident`` (all weights programmed once), ``dynamic`` (programmed
             before use into free crossbars) or ``auto`` (resident when they fit).
         batch: images per run; fixes the models' batch dimension.
+        time_limit_s: CP-SAT's budget (deterministic time units in deterministic mode).
+        deterministic: one CP-SAT worker and a deterministic time limit, so the same
+            inputs give a byte-identical plan.
 
     Raises:
         InputError: bad models, target or options (one line, safe to show users).
 
     """
-    return compile_detailed(models, target, solver=solver, mode=mode, batch=batch).plan
+    return compile_detailed(models, target, solver=solver, mode=mode, batch=batch,
+                            time_limit_s=time_limit_s, deterministic=deterministic).plan

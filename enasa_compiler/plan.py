@@ -150,6 +150,7 @@ class Plan:
     compute: tuple[ComputeEvent, ...]
     totals: Totals
     dedup: dict[str, int] = field(default_factory=dict)
+    bounds: dict[str, Any] = field(default_factory=dict)
     version: int = PLAN_VERSION
 
     # ---- lookup helpers -------------------------------------------------------------
@@ -230,6 +231,7 @@ class Plan:
                 ],
             },
             "dedup": dict(self.dedup),
+            "bounds": dict(self.bounds),
             # Energies are rounded (sums of many floats); ratios keep full precision,
             # since a utilization of 4e-4 must not be written as 0.0.
             "totals": {k: (_round(v) if k.endswith("_pj") else v)
@@ -343,5 +345,6 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
         input_shape=tuple(data["input"]["shape"]), subnets=subnets, weights=weights,
         operators=operators, program=program, compute=compute,
         totals=Totals(**data["totals"]), dedup=dict(data.get("dedup", {})),
+        bounds=dict(data.get("bounds", {})),
         version=int(data["version"]),
     )

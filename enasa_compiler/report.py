@@ -62,6 +62,7 @@ def cost_report(plan: Plan) -> dict[str, Any]:
         "dedup": dict(plan.dedup),
         "by_kind": by_kind,
         "mvm_operators": sum(1 for op in plan.operators if op.kind is OpKind.MVM),
+        "bounds": dict(plan.bounds),
         "subnets": subnets,
     }
 
@@ -80,6 +81,12 @@ def format_cost_report(report: dict[str, Any]) -> str:
         f"utilization     {t['utilization']:12.2%}  (of allocated crossbars "
         f"{t['allocated_utilization']:.2%}, spatial {t['spatial_utilization']:.2%})",
         f"throughput      {t['images_per_s']:12.1f} subnet-images/s",
+    ]
+    bounds = report.get("bounds", {})
+    if "lower_bound_ns" in bounds:
+        lines.append(f"lower bound     {bounds['lower_bound_ns'] / 1e3:12.2f} us  (gap "
+                     f"{bounds['gap']:.2%}; CP-SAT {bounds.get('solver_status', 'not run')})")
+    lines += [
         "",
         f"{'subnet':<14}{'ops':>6}{'shared':>8}{'MMACs':>10}{'latency us':>13}"
         f"{'energy uJ':>12}{'attrib. uJ':>12}",

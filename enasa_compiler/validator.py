@@ -252,6 +252,22 @@ def _check_totals(index: PlanIndex) -> Iterator[Violation]:
         if wrong:
             yield Violation(TOTALS, f"totals.{f.name} is {recorded}, the schedule gives "
                                     f"{expected}")
+    yield from _check_bounds(plan)
+
+
+def _check_bounds(plan: Plan) -> Iterator[Violation]:
+    """Reject a lower bound above the plan's own makespan, or a wrong gap: false claims."""
+    bound = plan.bounds.get("lower_bound_ns")
+    if bound is None:
+        return
+    makespan = plan.totals.makespan_ns
+    if bound > makespan:
+        yield Violation(TOTALS, f"bounds.lower_bound_ns {bound} exceeds the makespan "
+                                f"{makespan}")
+    gap = plan.bounds.get("gap")
+    expected = (makespan - bound) / makespan if makespan else 0.0
+    if gap is not None and not math.isclose(gap, expected, rel_tol=1e-9, abs_tol=1e-12):
+        yield Violation(TOTALS, f"bounds.gap is {gap}, makespan and bound give {expected}")
 
 
 _SCHEDULE_CHECKS: tuple[Check, ...] = (

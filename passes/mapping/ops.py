@@ -17,11 +17,16 @@ at a time in the order of :func:`rank_key`:
 4. topological index, so ties break the same way on every run.
 
 Resident mode programs every tile once, all crossbars in parallel at time 0.
-Dynamic mode programs an operator's missing tiles into free crossbars just before
-it runs and leaves them there after (released, but cached): a later operator with
-the same weights reuses them without a write. When a free crossbar must be
-overwritten, one whose tile no pending operator needs goes first, then the least
-recently used. Digital operators run on the first free digital unit.
+Dynamic mode programs an operator's missing tiles into free crossbars before it runs
+and leaves them there after (released, but cached): a later operator with the same
+weights reuses them without a write. When a free crossbar must be overwritten, one
+whose tile no pending operator needs goes first, then the least recently used.
+Writes are started ahead of time (prefetch): after each round, crossbars that are
+empty or hold tiles no pending operator needs are written with the tiles of the
+operators expected to run next (earliest as-soon-as-possible start first), so
+programming overlaps computation instead of delaying every operator. Prefetch never
+overwrites a tile that is still needed. Digital operators run on the first free
+digital unit.
 """
 
 from __future__ import annotations
@@ -96,6 +101,13 @@ def rank_key(
     return (reuse, same_layer, critical_path_ns, -topo_index)
 
 
+def _earliest_starts(program: CrossbarProgram, latency: dict[str, int]) -> dict[str, int]:
+    start: dict[str, int] = {}
+    for op in program.ops:
+        start[op.id] = max((start[d] + latency[d] for d in program.deps[op.id]), default=0)
+    return start
+
+
 def _critical_paths(program: CrossbarProgram, latency: dict[str, int]) -> dict[str, int]:
     successors: dict[str, list[str]] = {op.id: [] for op in program.ops}
     for op_id, deps in program.deps.items():
@@ -121,6 +133,7 @@ class _Scheduler:
             for op in program.ops
         }
         self.critical = _critical_paths(program, self.latency)
+        self.earliest = _earliest_starts(program, self.latency)
         self.tiles = {t.id: t for w in program.weight_matrices() for t in w.tiles}
         self.crossbar_free_ns = [0] * target.chip.crossbars
         self.crossbar_tile: list[str | None] = [None] * target.chip.crossbars
@@ -144,6 +157,7 @@ class _Scheduler:
         self.crossbar_tile[crossbar] = tile_id
         self.tile_home[tile_id] = crossbar
         self.crossbar_free_ns[crossbar] = end_ns
+        self.crossbar_last_use[crossbar] = end_ns
         self.program_events.append(ProgramEvent(tile_id, crossbar, start_ns, end_ns,
                                                 cost.energy_pj))
         return end_ns
@@ -228,6 +242,9 @@ class _Scheduler:
         heapq.heapify(self.wakeups)
         ready = [op for op in self.program.ops if waiting_on[op.id] == 0]
         left = len(self.program.ops)
+        upcoming = {op.id for op in self.program.mvm_ops()}
+        upcoming_order = sorted(self.program.mvm_ops(),
+                                key=lambda op: (self.earliest[op.id], self.index[op.id]))
         while left:
             if not self.wakeups:
                 raise AssertionError("scheduler stalled with operators left")
@@ -244,9 +261,35 @@ class _Scheduler:
             if started:
                 left -= len(started)
                 ready = [op for op in ready if op.id not in started]
+                for op_id in started:
+                    upcoming.discard(op_id)
+            if self.mode == "dynamic":
+                ready_ids = {op.id for op in ready}
+                self.prefetch([op for op in upcoming_order if op.id in upcoming
+                               and op.id not in ready_ids], now_ns)
         return Schedule(self.mode, tuple(self.program_events),
                         tuple(sorted(self.compute_events,
                                      key=lambda e: (e.start_ns, self.index[e.op]))))
+
+    def prefetch(self, upcoming: list[MvmOp], now_ns: int) -> None:
+        """Write the tiles of operators expected next into crossbars nobody needs."""
+        waiting = [op for op in upcoming if any(t.id not in self.tile_home for t in op.tiles)]
+        if not waiting:
+            return
+        spare = [c for c in range(len(self.crossbar_tile))
+                 if self.crossbar_free_ns[c] <= now_ns
+                 and (self.crossbar_tile[c] is None
+                      or self.pending_users.get(self.crossbar_tile[c] or "", 0) == 0)]
+        spare.sort(key=lambda c: (self.crossbar_tile[c] is not None, c))
+        for op in waiting:
+            missing = [t.id for t in op.tiles if t.id not in self.tile_home]
+            if not missing:
+                continue  # written for an earlier operator in this round
+            if len(missing) > len(spare):
+                return  # keep the order: a later operator must not jump the queue
+            for tile_id in missing:
+                end_ns = self.program_tile(tile_id, spare.pop(0), now_ns)
+                heapq.heappush(self.wakeups, end_ns)
 
     def admit(self, ready: list[Op], now_ns: int) -> set[str]:
         """Start ready operators in rank order; each admission updates the ranking."""
