@@ -420,7 +420,7 @@ def subnets_figure(report: dict[str, Any], styles: dict[str, Style]) -> Figure:
                    height, color=colors, alpha=0.45, hatch="///", edgecolor="#555555",
                    linewidth=0)
     energy_ax.set_xlabel("energy (\u00b5J)")
-    energy_ax.set_title("Energy: alone (solid), attributed (hatched)", loc="left")
+    energy_ax.set_title("Energy: alone, attributed (hatched)", loc="left")
     own = [s["operators"] - s["shared_operators"] for s in subnets]
     shared = [s["shared_operators"] for s in subnets]
     ops_ax.barh(y, own, color=colors)

@@ -238,6 +238,16 @@ def check_references(index: PlanIndex) -> Iterator[Violation]:
             yield Violation(UNKNOWN_REF, f"{where}: unknown tile")
         if crossbars is not None and write.crossbar >= crossbars:
             yield Violation(UNKNOWN_REF, f"{where}: the chip has crossbars 0..{crossbars - 1}")
+    seen_initial: set[int] = set()
+    for held in plan.initial:
+        where = f"initial state: tile '{held.tile}' on crossbar {held.crossbar}"
+        if held.tile not in index.tiles:
+            yield Violation(UNKNOWN_REF, f"{where}: unknown tile")
+        if crossbars is not None and held.crossbar >= crossbars:
+            yield Violation(UNKNOWN_REF, f"{where}: the chip has crossbars 0..{crossbars - 1}")
+        if held.crossbar in seen_initial:
+            yield Violation(DUPLICATE_ID, f"{where}: the crossbar already holds another tile")
+        seen_initial.add(held.crossbar)
     for event in plan.compute:
         if event.op not in index.ops:
             yield Violation(UNKNOWN_REF, f"compute event names unknown operator '{event.op}'")
@@ -374,19 +384,24 @@ def _event_placements(index: PlanIndex, op: PlanOperator,
 
 
 def check_resident(index: PlanIndex) -> Iterator[Violation]:
-    """Check a resident plan writes each tile once, never two into one crossbar."""
+    """Check a resident plan writes each tile once, never two into one crossbar.
+
+    A tile the initial state already holds counts as written.
+    """
     plan = index.plan
     if plan.mode != "resident":
         return
-    writes = Counter(e.tile for e in plan.program)
+    writes = Counter([e.tile for e in plan.program] + [p.tile for p in plan.initial])
     for tile_id in index.tiles:
         if writes[tile_id] != 1:
             yield Violation(PROGRAM, f"resident plan programs tile '{tile_id}' "
                                      f"{writes[tile_id]} times (must be once)")
     held: dict[int, list[str]] = defaultdict(list)
-    for write in plan.program:
-        if write.tile not in held[write.crossbar]:
-            held[write.crossbar].append(write.tile)
+    holdings = [(p.crossbar, p.tile) for p in plan.initial]
+    holdings += [(w.crossbar, w.tile) for w in plan.program]
+    for crossbar, tile in holdings:
+        if tile not in held[crossbar]:
+            held[crossbar].append(tile)
     for crossbar, tiles in held.items():
         if len(tiles) > 1:
             yield Violation(PROGRAM, f"resident plan puts tiles {quote_names(tiles)} on "

@@ -64,6 +64,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="auto", choices=["auto", "resident", "dynamic"],
                    help="weights resident (programmed once) or dynamic (programmed on use)")
     p.add_argument("--batch", type=int, default=1, help="images per run (default 1)")
+    p.add_argument("--initial-state", type=Path, default=None, metavar="PREV_PLAN.json",
+                   help="online mapping: start from the crossbar contents a previous plan "
+                   "left; tiles already in place are not written again")
     _common(p)
 
     p = sub.add_parser("validate", help="check a plan; exit 1 if invalid")
@@ -78,6 +81,10 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("targets", help="list target presets")
     _common(p)
+
+    from enasa_compiler.cli_report import add_report_parser
+
+    add_report_parser(sub, _common)
 
     p = sub.add_parser("demo", help="the whole flow on a built-in small supernet")
     p.add_argument("--subnets", type=int, default=8, help="group size (default 8)")
@@ -101,20 +108,26 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
     plan = compile_group(args.models, args.target, solver=args.solver, mode=args.mode,
                          batch=args.batch, time_limit_s=args.time_limit,
-                         deterministic=not args.nondeterministic)
+                         deterministic=not args.nondeterministic,
+                         initial_state=args.initial_state)
     plan.save(args.output)
     t = plan.totals
     dedup = plan.dedup
+    tiles = plan.tiles()
+    in_place = sum(tiles[p.tile].cells for p in plan.initial)
+    reuse = (f"; {len(plan.initial)} tiles ({in_place} cells) already in place, not "
+             "written again" if plan.initial else "")
     bound = plan.bounds.get("lower_bound_ns")
     quality = (f", within {plan.bounds['gap']:.1%} of the lower bound {bound / 1e3:.1f} us"
                if bound is not None else "")
     _emit(args, {"plan": str(args.output), "mode": plan.mode, "solver": plan.solver,
-                 "totals": t.__dict__, "dedup": dedup, "bounds": plan.bounds},
+                 "totals": t.__dict__, "dedup": dedup, "bounds": plan.bounds,
+                 "cells_in_place": in_place},
           f"wrote {args.output}: {len(plan.subnets)} subnets, {len(plan.operators)} "
           f"operators ({dedup.get('nodes_removed', 0)} shared nodes removed), {plan.mode} "
           f"mapping on {t.crossbars_used} crossbars, makespan {t.makespan_ns / 1e3:.1f} us, "
           f"energy {t.energy_pj / 1e6:.3f} uJ, utilization {t.utilization:.2%} "
-          f"({plan.solver}{quality})")
+          f"({plan.solver}{quality}){reuse}")
     return EXIT_OK
 
 
@@ -176,8 +189,15 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if result["valid"] else EXIT_CHECK_FAILED
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from enasa_compiler.cli_report import run_report
+
+    return run_report(args)
+
+
 _COMMANDS = {
     "compile": _cmd_compile,
+    "report": _cmd_report,
     "validate": _cmd_validate,
     "simulate": _cmd_simulate,
     "targets": _cmd_targets,

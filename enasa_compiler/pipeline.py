@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import onnx_ir as ir
@@ -23,6 +24,7 @@ from enasa_compiler.passes.lower import lower
 from enasa_compiler.passes.mapping import Schedule, schedule_ops
 from enasa_compiler.passes.mapping.bounds import makespan_lower_bound
 from enasa_compiler.passes.mapping.cpsat import schedule_cpsat
+from enasa_compiler.passes.mapping.online import initial_state_from_plan
 from enasa_compiler.plan import Plan, PlanOperator, SubnetInfo
 from enasa_compiler.targets.cost import digital_cost, mvm_cost
 from enasa_compiler.targets.target import Target, load_target
@@ -60,6 +62,7 @@ def map_program(
     mode: str = "auto",
     time_limit_s: float = 10.0,
     deterministic: bool = True,
+    initial: dict[int, str] | None = None,
 ) -> MappingOutcome:
     """Schedule a lowered group with OPS, CP-SAT, or OPS improved by CP-SAT.
 
@@ -67,20 +70,28 @@ def map_program(
     carries a lower bound on the makespan (the analytic one, tightened by CP-SAT's
     when its time unit is 1 ns) and the optimality gap.
 
+    ``initial`` (online mapping: crossbar -> tile already there) is honoured by OPS
+    only; CP-SAT does not model an initial state yet, so ``auto`` skips it then.
+
     Raises:
-        InputError: unknown solver, or ``cpsat`` found no schedule in time.
+        InputError: unknown solver, ``cpsat`` found no schedule in time, or ``cpsat``
+            asked for together with an initial state.
 
     """
     if solver not in SOLVERS:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
-    ops_schedule = schedule_ops(program, target, mode)
+    if initial and solver == "cpsat":
+        raise InputError("the CP-SAT model does not take an initial state; use --solver ops "
+                         "or auto with --initial-state")
+    ops_schedule = schedule_ops(program, target, mode, initial)
     chosen, name = ops_schedule, "ops"
     lower_bound = makespan_lower_bound(program, target)
     bounds: dict[str, Any] = {"analytic_bound_ns": lower_bound.bound_ns,
                               "solver_bound_ns": None, "time_unit_ns": None,
                               "solver_status": "not run"}
     proven = lower_bound.bound_ns
-    if solver == "cpsat" or (solver == "auto" and len(program.ops) <= AUTO_CPSAT_MAX_OPS):
+    if solver == "cpsat" or (solver == "auto" and not initial
+                             and len(program.ops) <= AUTO_CPSAT_MAX_OPS):
         result = schedule_cpsat(program, target, ops_schedule.mode, hint=ops_schedule,
                                 time_limit_s=time_limit_s, deterministic=deterministic)
         bounds.update(solver_status=result.status, time_unit_ns=result.unit_ns)
@@ -186,7 +197,7 @@ def assemble_plan(
         solver=solver, batch=program.batch, input_name=program.input_name,
         input_shape=program.input_shape, subnets=infos, weights=weights,
         operators=tuple(operators), program=schedule.program, compute=schedule.compute,
-        totals=totals, dedup=dedup, bounds=dict(bounds or {}),
+        totals=totals, dedup=dedup, bounds=dict(bounds or {}), initial=schedule.initial,
     )
 
 
@@ -199,6 +210,7 @@ def compile_detailed(
     batch: int = 1,
     time_limit_s: float = 10.0,
     deterministic: bool = True,
+    initial_state: Plan | str | Path | None = None,
 ) -> CompileResult:
     """Compile a group and return the plan with the intermediate stages."""
     if solver not in SOLVERS:
@@ -207,8 +219,14 @@ def compile_detailed(
     subnets = tuple(load_group(models, batch=batch))
     group, dedup = build_group_model(subnets)
     program = lower(group, resolved_target)
+    initial = None
+    if initial_state is not None:
+        previous = (initial_state if isinstance(initial_state, Plan)
+                    else Plan.load(initial_state))
+        initial = initial_state_from_plan(previous, program, resolved_target)
     outcome = map_program(program, resolved_target, solver=solver, mode=mode,
-                          time_limit_s=time_limit_s, deterministic=deterministic)
+                          time_limit_s=time_limit_s, deterministic=deterministic,
+                          initial=initial)
     plan = assemble_plan(program, outcome.schedule, resolved_target, subnets, dedup,
                          outcome.solver, outcome.bounds)
     return CompileResult(plan=plan, group_model=group, program=program, subnets=subnets)
@@ -223,6 +241,7 @@ def compile(  # noqa: A001 - the public name mirrors the `enasa compile` command
     batch: int = 1,
     time_limit_s: float = 10.0,
     deterministic: bool = True,
+    initial_state: Plan | str | Path | None = None,
 ) -> Plan:
     """Compile a group of ONNX subnets into a crossbar mapping plan.
 
@@ -240,10 +259,13 @@ def compile(  # noqa: A001 - the public name mirrors the `enasa compile` command
         time_limit_s: CP-SAT's budget (deterministic time units in deterministic mode).
         deterministic: one CP-SAT worker and a deterministic time limit, so the same
             inputs give a byte-identical plan.
+        initial_state: online mapping: a previous plan (or its file) on the same
+            target; tiles it left in crossbars are used in place, not written again.
 
     Raises:
         InputError: bad models, target or options (one line, safe to show users).
 
     """
     return compile_detailed(models, target, solver=solver, mode=mode, batch=batch,
-                            time_limit_s=time_limit_s, deterministic=deterministic).plan
+                            time_limit_s=time_limit_s, deterministic=deterministic,
+                            initial_state=initial_state).plan

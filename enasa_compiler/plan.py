@@ -151,6 +151,7 @@ class Plan:
     totals: Totals
     dedup: dict[str, int] = field(default_factory=dict)
     bounds: dict[str, Any] = field(default_factory=dict)
+    initial: tuple[Placement, ...] = ()
     version: int = PLAN_VERSION
 
     # ---- lookup helpers -------------------------------------------------------------
@@ -232,6 +233,8 @@ class Plan:
             },
             "dedup": dict(self.dedup),
             "bounds": dict(self.bounds),
+            "initial_state": [{"tile": p.tile, "crossbar": p.crossbar}
+                              for p in self.initial],
             # Energies are rounded (sums of many floats); ratios keep full precision,
             # since a utilization of 4e-4 must not be written as 0.0.
             "totals": {k: (_round(v) if k.endswith("_pj") else v)
@@ -346,5 +349,7 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
         operators=operators, program=program, compute=compute,
         totals=Totals(**data["totals"]), dedup=dict(data.get("dedup", {})),
         bounds=dict(data.get("bounds", {})),
+        initial=tuple(Placement(p["tile"], int(p["crossbar"]))
+                      for p in data.get("initial_state", [])),
         version=int(data["version"]),
     )

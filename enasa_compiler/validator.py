@@ -170,6 +170,8 @@ def _check_dependencies(index: PlanIndex) -> Iterator[Violation]:
 def _check_programming(index: PlanIndex) -> Iterator[Violation]:
     """Check each tile an MVM reads is the last one written into its crossbar."""
     writes: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+    for held in index.plan.initial:  # left by a previous plan: written before time 0
+        writes[held.crossbar].append((-1, -1, held.tile))
     for write in index.plan.program:
         writes[write.crossbar].append((write.end_ns, write.start_ns, write.tile))
     for history in writes.values():

@@ -146,7 +146,10 @@ class _Lowerer:
         weight_id = f"w{len(self.weights)}"
         xbar = self.target.crossbar
         matrix = WeightMatrix(
-            id=weight_id, sha256=digest, rows=rows, cols=cols,
+            id=weight_id, rows=rows, cols=cols,
+            # The same numbers unrolled another way are another crossbar matrix.
+            sha256=digest if layout in ("conv", "gemm") else hashlib.sha256(
+                f"{digest}/{layout}".encode()).hexdigest(),
             columns_per_weight=self.target.columns_per_weight,
             tiles=tile_matrix(weight_id, rows, cols, xbar.rows, xbar.cols,
                               self.target.columns_per_weight),

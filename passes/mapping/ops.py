@@ -56,6 +56,7 @@ class Schedule:
     mode: str
     program: tuple[ProgramEvent, ...]
     compute: tuple[ComputeEvent, ...]
+    initial: tuple[Placement, ...] = ()
 
 
 def crossbars_needed(program: CrossbarProgram) -> int:
@@ -122,10 +123,12 @@ def _critical_paths(program: CrossbarProgram, latency: dict[str, int]) -> dict[s
 class _Scheduler:
     """Mutable state of one scheduling run."""
 
-    def __init__(self, program: CrossbarProgram, target: Target, mode: str) -> None:
+    def __init__(self, program: CrossbarProgram, target: Target, mode: str,
+                 initial: dict[int, str]) -> None:
         self.program = program
         self.target = target
         self.mode = mode
+        self.initial = initial
         self.index = {op.id: i for i, op in enumerate(program.ops)}
         self.latency = {
             op.id: (mvm_cost(op, target, program.batch) if isinstance(op, MvmOp)
@@ -162,9 +165,18 @@ class _Scheduler:
                                                 cost.energy_pj))
         return end_ns
 
+    def place_initial(self) -> None:
+        """Start from crossbars that already hold some of this group's tiles."""
+        for crossbar, tile_id in sorted(self.initial.items()):
+            self.crossbar_tile[crossbar] = tile_id
+            self.tile_home[tile_id] = crossbar
+
     def place_resident(self) -> None:
-        for crossbar, tile_id in enumerate(self.tiles):
-            self.program_tile(tile_id, crossbar, 0)
+        occupied = set(self.tile_home.values())
+        spare = (c for c in range(len(self.crossbar_tile)) if c not in occupied)
+        for tile_id in self.tiles:
+            if tile_id not in self.tile_home:
+                self.program_tile(tile_id, next(spare), 0)
 
     def victims(self, now_ns: int, count: int, keep: set[int]) -> list[int] | None:
         """Free crossbars to overwrite, best first; None when too few are free."""
@@ -229,6 +241,7 @@ class _Scheduler:
 
     # ---- main loop ------------------------------------------------------------------
     def run(self) -> Schedule:
+        self.place_initial()
         if self.mode == "resident":
             self.place_resident()
         successors: dict[str, list[str]] = {op.id: [] for op in self.program.ops}
@@ -269,7 +282,8 @@ class _Scheduler:
                                and op.id not in ready_ids], now_ns)
         return Schedule(self.mode, tuple(self.program_events),
                         tuple(sorted(self.compute_events,
-                                     key=lambda e: (e.start_ns, self.index[e.op]))))
+                                     key=lambda e: (e.start_ns, self.index[e.op]))),
+                        tuple(Placement(t, c) for c, t in sorted(self.initial.items())))
 
     def prefetch(self, upcoming: list[MvmOp], now_ns: int) -> None:
         """Write the tiles of operators expected next into crossbars nobody needs."""
@@ -308,13 +322,21 @@ class _Scheduler:
         return started
 
 
-def schedule_ops(program: CrossbarProgram, target: Target, mode: str = "auto") -> Schedule:
+def schedule_ops(
+    program: CrossbarProgram,
+    target: Target,
+    mode: str = "auto",
+    initial: dict[int, str] | None = None,
+) -> Schedule:
     """Map a crossbar program onto the target with OPS.
 
     Args:
         program: the lowered group.
         target: the chip (crossbar count, digital units, timing).
         mode: ``resident``, ``dynamic`` or ``auto`` (resident when the weights fit).
+        initial: online mapping: crossbar -> id of a tile of *this* program that the
+            crossbar already holds (left there by the previous group's plan); such
+            tiles are used in place, not written again.
 
     Returns:
         The schedule: every tile's programming on a concrete crossbar and every
@@ -322,7 +344,7 @@ def schedule_ops(program: CrossbarProgram, target: Target, mode: str = "auto") -
 
     """
     resolved = resolve_mode(program, target, mode)
-    schedule = _Scheduler(program, target, resolved).run()
+    schedule = _Scheduler(program, target, resolved, dict(initial or {})).run()
     logger.info("OPS %s: %d compute events, %d program events", resolved,
                 len(schedule.compute), len(schedule.program))
     return schedule
