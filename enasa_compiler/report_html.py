@@ -203,9 +203,12 @@ def _header(plan: Plan, report: dict[str, Any]) -> str:
              f"<b>{plan.batch}</b> \u00b7 group of <b>{len(plan.subnets)}</b> subnets \u00b7 "
              f"<b>{len(plan.operators):,}</b> operators ({report['mvm_operators']:,} on "
              f"crossbars)")
+    bound = plan.bounds.get("lower_bound_ns")
+    quality = (f" \u00b7 lower bound {format_makespan(bound)} (gap "
+               f"{plan.bounds.get('gap', 0.0):.2%})" if bound is not None else "")
     cards = [
         _card("makespan", format_makespan(t.makespan_ns),
-              f"{report['totals']['images_per_s']:,.0f} subnet-images/s"),
+              f"{report['totals']['images_per_s']:,.0f} subnet-images/s{quality}"),
         _card("energy", f"{_short(t.energy_pj / 1e6)} \u00b5J",
               f"compute {_short(t.compute_energy_pj / 1e6)} \u00b7 writes "
               f"{_short(t.write_energy_pj / 1e6)}"),
