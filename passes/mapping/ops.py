@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from enasa_compiler.errors import InputError
 from enasa_compiler.ir import CrossbarProgram, DigitalOp, MvmOp, Op
 from enasa_compiler.plan import ComputeEvent, Placement, ProgramEvent
-from enasa_compiler.targets.cost import digital_cost, mvm_cost, program_cost
+from enasa_compiler.targets.cost import EventCost, digital_cost, mvm_cost, program_cost
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["MODES", "Schedule", "crossbars_needed", "rank_key", "resolve_mode", "schedule_ops"]
 
 MODES = ("auto", "resident", "dynamic")
+# Prefetch looks this many operators ahead (in expected start order) each round.
+_PREFETCH_WINDOW = 32
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,8 @@ class _Scheduler:
             for op in program.ops
         }
         self.critical = _critical_paths(program, self.latency)
+        self.op_tiles = {op.id: op.tiles for op in program.mvm_ops()}
+        self.write_costs: dict[tuple[int, int], EventCost] = {}
         self.earliest = _earliest_starts(program, self.latency)
         self.tiles = {t.id: t for w in program.weight_matrices() for t in w.tiles}
         self.crossbar_free_ns = [0] * target.chip.crossbars
@@ -152,7 +156,11 @@ class _Scheduler:
 
     # ---- resources ------------------------------------------------------------------
     def program_tile(self, tile_id: str, crossbar: int, start_ns: int) -> int:
-        cost = program_cost(self.tiles[tile_id], self.target)
+        tile = self.tiles[tile_id]
+        shape = (tile.phys_rows, tile.phys_cols)
+        cost = self.write_costs.get(shape)
+        if cost is None:  # writes cost the same for every tile of one shape
+            cost = self.write_costs[shape] = program_cost(tile, self.target)
         end_ns = start_ns + cost.latency_ns
         old = self.crossbar_tile[crossbar]
         if old is not None:
@@ -197,7 +205,8 @@ class _Scheduler:
     def try_start_mvm(self, op: MvmOp, now_ns: int) -> bool:
         placements: list[Placement] = []
         ready_ns = now_ns
-        homes = {t.id: self.tile_home.get(t.id) for t in op.tiles}
+        tiles = self.op_tiles[op.id]
+        homes = {t.id: self.tile_home.get(t.id) for t in tiles}
         cached = {c for c in homes.values() if c is not None}
         if any(self.crossbar_free_ns[c] > now_ns for c in cached):
             return False
@@ -213,7 +222,7 @@ class _Scheduler:
                 homes[tile_id] = crossbar
         start_ns = max([ready_ns] + [self.crossbar_free_ns[c] for c in cached])
         end_ns = start_ns + self.latency[op.id]
-        for tile in op.tiles:
+        for tile in tiles:
             home = homes[tile.id]
             assert home is not None
             placements.append(Placement(tile.id, home))
@@ -255,9 +264,9 @@ class _Scheduler:
         heapq.heapify(self.wakeups)
         ready = [op for op in self.program.ops if waiting_on[op.id] == 0]
         left = len(self.program.ops)
-        upcoming = {op.id for op in self.program.mvm_ops()}
-        upcoming_order = sorted(self.program.mvm_ops(),
-                                key=lambda op: (self.earliest[op.id], self.index[op.id]))
+        upcoming = sorted(self.program.mvm_ops(),
+                          key=lambda op: (self.earliest[op.id], self.index[op.id]))
+        not_started = {op.id for op in upcoming}
         while left:
             if not self.wakeups:
                 raise AssertionError("scheduler stalled with operators left")
@@ -274,20 +283,31 @@ class _Scheduler:
             if started:
                 left -= len(started)
                 ready = [op for op in ready if op.id not in started]
-                for op_id in started:
-                    upcoming.discard(op_id)
+                not_started -= started
+                while upcoming and upcoming[0].id not in not_started:
+                    upcoming.pop(0)
             if self.mode == "dynamic":
                 ready_ids = {op.id for op in ready}
-                self.prefetch([op for op in upcoming_order if op.id in upcoming
-                               and op.id not in ready_ids], now_ns)
+                self.prefetch(upcoming, not_started - ready_ids, now_ns)
         return Schedule(self.mode, tuple(self.program_events),
                         tuple(sorted(self.compute_events,
                                      key=lambda e: (e.start_ns, self.index[e.op]))),
                         tuple(Placement(t, c) for c, t in sorted(self.initial.items())))
 
-    def prefetch(self, upcoming: list[MvmOp], now_ns: int) -> None:
-        """Write the tiles of operators expected next into crossbars nobody needs."""
-        waiting = [op for op in upcoming if any(t.id not in self.tile_home for t in op.tiles)]
+    def prefetch(self, upcoming: list[MvmOp], eligible: set[str], now_ns: int) -> None:
+        """Write the tiles of operators expected next into crossbars nobody needs.
+
+        Looks at the next ``_PREFETCH_WINDOW`` eligible operators in expected start
+        order, so a round costs the same however large the group is.
+        """
+        window = []
+        for op in upcoming:
+            if op.id in eligible:
+                window.append(op)
+                if len(window) == _PREFETCH_WINDOW:
+                    break
+        waiting = [op for op in window
+                   if any(t.id not in self.tile_home for t in self.op_tiles[op.id])]
         if not waiting:
             return
         spare = [c for c in range(len(self.crossbar_tile))
@@ -296,7 +316,7 @@ class _Scheduler:
                       or self.pending_users.get(self.crossbar_tile[c] or "", 0) == 0)]
         spare.sort(key=lambda c: (self.crossbar_tile[c] is not None, c))
         for op in waiting:
-            missing = [t.id for t in op.tiles if t.id not in self.tile_home]
+            missing = [t.id for t in self.op_tiles[op.id] if t.id not in self.tile_home]
             if not missing:
                 continue  # written for an earlier operator in this round
             if len(missing) > len(spare):
