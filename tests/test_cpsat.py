@@ -150,9 +150,9 @@ def test_dynamic_cpsat_plans_validate_and_respect_the_bound(seed):
     assert all(written.count(tile) <= max(1, n) for tile, n in users.items())
 
 
-def test_time_unit_keeps_the_longest_operator_under_a_million_units():
-    assert choose_time_unit([5, 999_999]) == 1
-    assert choose_time_unit([5, 12_345_678]) == 100
+def test_time_unit_is_exact_unless_an_operator_spans_more_than_1e8_ns():
+    assert choose_time_unit([5, 99_999_999]) == 1
+    assert choose_time_unit([5, 12_345_678_900]) == 1000
 
 
 def test_map_program_reports_gap_and_deterministic_plans(group4_result):

@@ -44,10 +44,11 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CpSatResult", "choose_time_unit", "schedule_cpsat"]
 
-# Durations are scaled so the longest operator spans at most this many time units: fine
-# enough that rounding up costs well under 0.1% on real groups, where a 10 us unit cost
-# several percent.
-_UNITS_PER_LONGEST_OP = 1_000_000
+# Durations stay in nanoseconds (unit 1) unless the longest operator exceeds this many
+# units: CP-SAT's propagation does not care how large the numbers are, an exact unit
+# keeps the OPS hint feasible and the solver's bound valid, while rounding durations up
+# to a coarser unit cost up to a few percent of makespan on real groups.
+_UNITS_PER_LONGEST_OP = 100_000_000
 # In deterministic mode the limit is CP-SAT's deterministic time; a wall-clock cap of
 # this many times the limit keeps a slow machine from running far past it.
 _WALL_CAP_FACTOR = 4.0
@@ -77,7 +78,7 @@ class CpSatResult:
 
 
 def choose_time_unit(durations_ns: list[int]) -> int:
-    """Pick a power-of-ten unit so the longest duration spans at most 1e6 units."""
+    """Pick a power-of-ten unit so the longest duration spans at most 1e8 units."""
     longest = max(durations_ns, default=1)
     if longest <= _UNITS_PER_LONGEST_OP:
         return 1
@@ -136,6 +137,7 @@ class _Model:
             self.add_dynamic_holds(users, horizon)
         # Makespan first; among equally fast schedules, fewer cell writes.
         max_writes = sum(cells for cells, _ in self.writes) + 1
+        self.objective_scale = max_writes
         cells_written = cp_model.LinearExpr.weighted_sum(
             [lit for _, lit in self.writes], [c for c, _ in self.writes])
         m.minimize(self.makespan * max_writes + cells_written)
@@ -189,12 +191,22 @@ class _Model:
         for event in schedule.compute:
             self.model.add_hint(self.start[event.op], event.start_ns // self.unit)
         if self.mode == "dynamic":
-            writes: dict[str, int] = {}
+            writes: dict[str, list[int]] = {}
             for program_event in schedule.program:
-                writes[program_event.tile] = writes.get(program_event.tile, 0) + 1
+                writes.setdefault(program_event.tile, []).append(program_event.start_ns)
+            starts = {e.op: e.start_ns for e in schedule.compute}
             for matrix in self.matrices:
-                once = all(writes.get(t.id, 0) <= 1 for t in matrix.tiles)
+                once = all(len(writes.get(t.id, [])) <= 1 for t in matrix.tiles)
                 self.model.add_hint(self.keep[matrix.id], once)
+                first = min((s for t in matrix.tiles for s in writes.get(t.id, [])), default=0)
+                write = self.units(self.program_ns[matrix.id])
+                for (matrix_id, op_id), var in self.program_start.items():
+                    if matrix_id != matrix.id:
+                        continue
+                    if op_id is None:
+                        self.model.add_hint(var, first // self.unit)
+                    else:
+                        self.model.add_hint(var, max(0, starts[op_id] // self.unit - write))
 
     def extract(self, solver: cp_model.CpSolver) -> Schedule:
         start_ns = {op_id: solver.value(var) * self.unit for op_id, var in self.start.items()}
@@ -339,7 +351,8 @@ def schedule_cpsat(
     status = solver.solve(built.model)
     wall_s = time.perf_counter() - started
     name = solver.status_name(status)
-    bound_ns = int(solver.best_objective_bound) * unit
+    # The objective is makespan * scale + cells written; its bound bounds the makespan.
+    bound_ns = int(solver.best_objective_bound) // built.objective_scale * unit
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return CpSatResult(None, name, None, bound_ns, unit, wall_s)
     schedule = built.extract(solver)
