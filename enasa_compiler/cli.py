@@ -83,8 +83,10 @@ def _build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     from enasa_compiler.cli_report import add_report_parser
+    from enasa_compiler.cli_search import add_search_parsers
 
     add_report_parser(sub, _common)
+    add_search_parsers(sub, _common)
 
     p = sub.add_parser("demo", help="the whole flow on a built-in small supernet")
     p.add_argument("--subnets", type=int, default=8, help="group size (default 8)")
@@ -195,9 +197,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return run_report(args)
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from enasa_compiler.cli_search import run_search
+
+    return run_search(args)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from enasa_compiler.cli_search import run_train
+
+    return run_train(args)
+
+
 _COMMANDS = {
     "compile": _cmd_compile,
     "report": _cmd_report,
+    "search": _cmd_search,
+    "train-supernet": _cmd_train,
     "validate": _cmd_validate,
     "simulate": _cmd_simulate,
     "targets": _cmd_targets,

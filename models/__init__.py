@@ -3,13 +3,16 @@
 The compiler itself only reads ONNX files; this package makes realistic ones: SPOS and
 FairNAS subnets whose weights are named after the supernet, groups of architectures that
 share layers (drawn directly or by ENASA's stage-wise evolution), and a small seeded demo
-supernet that exports in seconds.
+supernet that exports in seconds. It also trains supernets on images available offline
+(:mod:`.data`, :mod:`.train`) and runs the searches whose generations are compiled and
+costed as groups (:mod:`.search`).
 """
 
 from __future__ import annotations
 
 import logging
 
+from .data import ImageDataset, load_digits_dataset, load_npz, train_val_split
 from .export import (
     ARCH_METADATA_KEY,
     SUPERNET_METADATA_KEY,
@@ -28,7 +31,18 @@ from .sampling import (
     sample_uniform,
     stagewise_children,
 )
+from .search import STRATEGIES, SearchConfig, SearchResult, search
 from .spos import SPOS_CHOICES, SposSubnet, SposSupernet
+from .train import (
+    SupernetConfig,
+    TrainStats,
+    build_supernet,
+    evaluate_accuracy,
+    load_checkpoint,
+    recalibrate_batchnorm,
+    save_checkpoint,
+    train_supernet,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,21 +51,37 @@ __all__ = [
     "FAIRNAS_A",
     "FAIRNAS_CHOICES",
     "SPOS_CHOICES",
+    "STRATEGIES",
     "SUPERNET_METADATA_KEY",
     "FairnasSubnet",
     "FairnasSupernet",
+    "ImageDataset",
     "ModelCost",
+    "SearchConfig",
+    "SearchResult",
     "SposSubnet",
     "SposSupernet",
     "Supernet",
+    "SupernetConfig",
+    "TrainStats",
     "build_demo_supernet",
+    "build_supernet",
     "count_cost",
+    "evaluate_accuracy",
     "export_group",
     "export_subnet",
     "fixed_half",
+    "load_checkpoint",
+    "load_digits_dataset",
+    "load_npz",
     "read_arch",
+    "recalibrate_batchnorm",
     "sample_shared_group",
     "sample_strict_fair",
     "sample_uniform",
+    "save_checkpoint",
+    "search",
     "stagewise_children",
+    "train_supernet",
+    "train_val_split",
 ]

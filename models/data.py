@@ -1,0 +1,237 @@
+"""Image datasets for supernet training and subnet scoring, all available offline.
+
+One-shot NAS needs labelled images twice: to train the supernet, and to score each
+candidate subnet (recompute its BatchNorm statistics on training batches, then measure
+top-1 accuracy on held-out images). ImageNet is out of reach on two CPU cores and
+without a network, so the built-in dataset is scikit-learn's 8x8 handwritten digits
+(1797 images, 10 classes, shipped with scikit-learn): each image is scaled to [0, 1],
+standardised with the dataset's mean and standard deviation, upsampled bilinearly to
+the supernet's input size (a multiple of 32) and replicated to the 3 input channels that
+the SPOS and FairNAS stems (and the ONNX exporter) expect.
+
+User data comes as a ``.npz`` file (``numpy.savez``) with exactly these arrays:
+
+- ``images``: float32, shape (N, C, H, W) with C = 1 or 3 (one channel is replicated to
+  three) and H = W, a positive multiple of 32; already normalised as the user wants.
+- ``labels``: int64, shape (N,), class indices >= 0.
+
+:func:`load_npz` refuses pickled (object) arrays, so loading a file never runs code.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from enasa_compiler.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "IMAGE_CHANNELS",
+    "ImageDataset",
+    "load_digits_dataset",
+    "load_npz",
+    "train_val_split",
+]
+
+IMAGE_CHANNELS = 3
+"""Input channels of every supernet stem; one-channel data is replicated to three."""
+_INPUT_STRIDE = 32  # both supernets stride by 32, so the image side must divide by it
+_DIGITS_MAX_VALUE = 16.0  # sklearn digits pixels are integers 0..16
+
+
+@dataclass(frozen=True)
+class ImageDataset:
+    """Labelled images as tensors ready for a supernet.
+
+    Attributes:
+        images: float32, shape (N, 3, S, S).
+        labels: int64, shape (N,).
+        num_classes: Number of classes; every label is below it.
+
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    num_classes: int
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def input_size(self) -> int:
+        """Image side in pixels."""
+        return int(self.images.shape[-1])
+
+    def subset(self, indices: np.ndarray | torch.Tensor) -> ImageDataset:
+        """Return the images at ``indices``, in that order, with the same class count."""
+        index = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return ImageDataset(self.images[index], self.labels[index], self.num_classes)
+
+    def batches(
+        self, batch_size: int, *, shuffle_seed: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(images, labels)`` batches; the last one may be smaller.
+
+        Args:
+            batch_size: Images per batch.
+            shuffle_seed: Shuffle with this seed; ``None`` keeps the stored order, which
+                makes BN recalibration see the same batches for every subnet.
+
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        order = torch.arange(len(self))
+        if shuffle_seed is not None:
+            generator = torch.Generator().manual_seed(shuffle_seed)
+            order = torch.randperm(len(self), generator=generator)
+        for start in range(0, len(self), batch_size):
+            index = order[start : start + batch_size]
+            yield self.images[index], self.labels[index]
+
+
+def _resize(images: torch.Tensor, input_size: int) -> torch.Tensor:
+    if images.shape[-1] == input_size and images.shape[-2] == input_size:
+        return images
+    return torch.nn.functional.interpolate(
+        images, size=(input_size, input_size), mode="bilinear", align_corners=False
+    )
+
+
+def _check_input_size(input_size: int) -> None:
+    if input_size <= 0 or input_size % _INPUT_STRIDE != 0:
+        raise InputError(f"input size must be a positive multiple of 32, got {input_size}")
+
+
+def load_digits_dataset(input_size: int = 32) -> ImageDataset:
+    """Load scikit-learn's 8x8 digits as a 10-class dataset of 3 x S x S images.
+
+    Pixels are scaled to [0, 1], standardised with the whole dataset's mean and standard
+    deviation (one pair of numbers, so no split leaks into another beyond that), upsampled
+    bilinearly to ``input_size`` and replicated to three channels.
+
+    Raises:
+        InputError: ``input_size`` is not a positive multiple of 32.
+
+    """
+    from sklearn.datasets import load_digits
+
+    _check_input_size(input_size)
+    digits = load_digits()
+    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)
+    images = images / _DIGITS_MAX_VALUE
+    images = (images - images.mean()) / images.std()
+    images = _resize(images, input_size).repeat(1, IMAGE_CHANNELS, 1, 1).contiguous()
+    labels = torch.tensor(digits.target, dtype=torch.int64)
+    logger.debug("digits: %d images upsampled to %d", len(labels), input_size)
+    return ImageDataset(images, labels, int(labels.max()) + 1)
+
+
+def _npz_array(archive: np.lib.npyio.NpzFile, name: str, origin: str) -> np.ndarray:
+    if name not in archive.files:
+        raise InputError(f"{origin}: missing array '{name}' (found: {sorted(archive.files)})")
+    try:
+        return np.asarray(archive[name])
+    except ValueError as exc:
+        # allow_pickle=False refuses object arrays here, before anything is unpickled.
+        message = f"{origin}: array '{name}' is a pickled object array ({exc})"
+        raise InputError(message) from exc
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"{origin}: array '{name}' cannot be read: {exc}") from exc
+
+
+def _check_images(images: np.ndarray, origin: str) -> None:
+    if images.dtype != np.float32:
+        raise InputError(f"{origin}: array 'images' must be float32, got {images.dtype}")
+    if images.ndim != 4:
+        raise InputError(f"{origin}: array 'images' must be N x C x H x W, got {images.shape}")
+    _, channels, height, width = images.shape
+    if channels not in (1, IMAGE_CHANNELS):
+        raise InputError(f"{origin}: array 'images' must have 1 or 3 channels, got {channels}")
+    if height != width or height <= 0 or height % _INPUT_STRIDE != 0:
+        raise InputError(
+            f"{origin}: array 'images' must be square with a side that is a multiple of 32, "
+            f"got {height}x{width}"
+        )
+    if not np.isfinite(images).all():
+        raise InputError(f"{origin}: array 'images' holds NaN or infinite values")
+
+
+def _check_labels(labels: np.ndarray, count: int, origin: str) -> None:
+    if labels.dtype != np.int64:
+        raise InputError(f"{origin}: array 'labels' must be int64, got {labels.dtype}")
+    if labels.ndim != 1:
+        raise InputError(f"{origin}: array 'labels' must be 1-D, got shape {labels.shape}")
+    if labels.shape[0] != count:
+        raise InputError(
+            f"{origin}: arrays 'images' and 'labels' differ in length "
+            f"({count} images, {labels.shape[0]} labels)"
+        )
+    if count and labels.min() < 0:
+        raise InputError(f"{origin}: array 'labels' holds negative class indices")
+
+
+def load_npz(path: str | os.PathLike[str]) -> ImageDataset:
+    """Load a user dataset from a ``.npz`` file with arrays ``images`` and ``labels``.
+
+    See the module docstring for the format. One-channel images are replicated to three;
+    the class count is the largest label plus one.
+
+    Raises:
+        InputError: The file is unreadable or not a ``.npz`` archive, an array is missing,
+            pickled, of the wrong dtype or shape, the lengths differ, or it is empty.
+
+    """
+    origin = os.fspath(path)
+    if not os.path.isfile(origin):
+        raise InputError(f"{origin}: cannot read: no such file")
+    if not zipfile.is_zipfile(origin):
+        raise InputError(f"{origin}: not a .npz archive (expected numpy.savez output)")
+    try:
+        archive = np.load(origin, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise InputError(f"{origin}: cannot read as .npz: {exc}") from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise InputError(f"{origin}: not a .npz archive (expected numpy.savez output)")
+    with archive:
+        images = _npz_array(archive, "images", origin)
+        labels = _npz_array(archive, "labels", origin)
+    _check_images(images, origin)
+    _check_labels(labels, images.shape[0], origin)
+    if images.shape[0] == 0:
+        raise InputError(f"{origin}: arrays 'images' and 'labels' are empty")
+    tensor = torch.from_numpy(np.ascontiguousarray(images))
+    if tensor.shape[1] == 1:
+        tensor = tensor.repeat(1, IMAGE_CHANNELS, 1, 1)
+    label_tensor = torch.from_numpy(np.ascontiguousarray(labels))
+    logger.debug("%s: %d images of %s", origin, len(label_tensor), tuple(tensor.shape[1:]))
+    return ImageDataset(tensor.contiguous(), label_tensor, int(label_tensor.max()) + 1)
+
+
+def train_val_split(
+    dataset: ImageDataset, val_fraction: float = 0.2, seed: int = 0
+) -> tuple[ImageDataset, ImageDataset]:
+    """Split a dataset into training and validation parts, the same way for the same seed.
+
+    The order is a seeded permutation (NumPy ``default_rng``); the validation part takes
+    ``round(val_fraction * N)`` images, at least one, and the training part the rest.
+
+    Raises:
+        InputError: ``val_fraction`` is outside (0, 1) or either part would be empty.
+
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise InputError(f"validation fraction must be in (0, 1), got {val_fraction}")
+    count = len(dataset)
+    val_count = max(1, round(val_fraction * count))
+    if val_count >= count:
+        raise InputError(f"cannot split {count} images into training and validation parts")
+    order = np.random.default_rng(seed).permutation(count)
+    return dataset.subset(order[val_count:]), dataset.subset(order[:val_count])
