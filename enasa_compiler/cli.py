@@ -75,8 +75,19 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="the ONNX subnets the plan claims to map")
     _common(p)
 
-    p = sub.add_parser("simulate", help="cost report of a plan")
+    p = sub.add_parser("simulate", help="cost report of a plan; --execute runs it")
     p.add_argument("plan", type=Path)
+    p.add_argument("--execute", action="store_true",
+                   help="run the plan numerically through its tiles and compare each subnet "
+                   "with onnxruntime (needs --models and --inputs)")
+    p.add_argument("--models", nargs="+", type=Path, default=None,
+                   help="the plan's ONNX subnets, in order")
+    p.add_argument("--inputs", type=Path, default=None, metavar="DATA.npz",
+                   help="images (N x C x H x W float32) and optional labels (N int64)")
+    p.add_argument("--quantized", action="store_true",
+                   help="also run the quantized crossbar datapath (bit slices, bit-serial "
+                   "inputs, ADC) and report top-1 agreement")
+    p.add_argument("--limit", type=int, default=None, help="use the first N images")
     _common(p)
 
     p = sub.add_parser("targets", help="list target presets")
@@ -154,6 +165,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from enasa_compiler.report import cost_report, format_cost_report
     from enasa_compiler.validator import validate
 
+    if args.execute:
+        return _execute(args)
     # A report of a plan that does not hold together would be numbers about nothing.
     violations = validate(args.plan)
     if violations:
@@ -163,6 +176,27 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     plan = Plan.load(args.plan)
     report = cost_report(plan)
     _emit(args, report, format_cost_report(report))
+    return EXIT_OK
+
+
+def _execute(args: argparse.Namespace) -> int:
+    from enasa_compiler.errors import InputError
+    from enasa_compiler.execution import (
+        PlanInvalidError,
+        execute_and_compare,
+        format_execution,
+    )
+
+    if not args.models or args.inputs is None:
+        raise InputError("--execute needs --models (the plan's ONNX subnets) and --inputs")
+    try:
+        report = execute_and_compare(args.plan, args.models, args.inputs,
+                                     quantized=args.quantized, limit=args.limit)
+    except PlanInvalidError as exc:
+        print(f"enasa simulate: {args.plan} does not validate against the models ({exc}); "
+              "see enasa validate --models", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    _emit(args, report, format_execution(report))
     return EXIT_OK
 
 

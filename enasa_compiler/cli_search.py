@@ -117,7 +117,8 @@ def _load_data(path: Path | None, input_size: int) -> Any:
 
 def _train(args: argparse.Namespace, space: str, width: float, rule: str) -> Any:
     """Train a supernet as ``args`` say; return (supernet, config, stats, val split)."""
-    from enasa_compiler.models.train import SupernetConfig, build_supernet, train_supernet
+    from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet
+    from enasa_compiler.models.train import train_supernet
 
     train, val = _load_data(args.data, args.input_size)
     config = SupernetConfig(space=space, width_mult=width, input_size=train.input_size,
@@ -145,12 +146,9 @@ def run_train(args: argparse.Namespace) -> int:
     """Run ``enasa train-supernet``; return the exit code."""
     import random
 
+    from enasa_compiler.models.checkpoint import save_checkpoint
     from enasa_compiler.models.sampling import sample_uniform
-    from enasa_compiler.models.train import (
-        evaluate_accuracy,
-        recalibrate_batchnorm,
-        save_checkpoint,
-    )
+    from enasa_compiler.models.train import evaluate_accuracy, recalibrate_batchnorm
 
     if args.stage_repeats is not None and args.space != "spos":
         raise InputError("--stage-repeats applies to --space spos only")
@@ -177,7 +175,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _supernet_for_search(args: argparse.Namespace) -> Any:
-    from enasa_compiler.models.train import load_checkpoint
+    from enasa_compiler.models.checkpoint import load_checkpoint
 
     if args.supernet is None:
         space = args.space or "spos"

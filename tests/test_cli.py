@@ -270,3 +270,23 @@ def test_internal_error_is_one_line_with_exit_3(monkeypatch, capsys):
                    "(rerun with --debug for the traceback and report it)\n")
     with pytest.raises(RuntimeError):
         main(["targets", "--debug"])
+
+
+def test_simulate_execute_compares_every_subnet_with_onnxruntime(compiled_plan, group4_files,
+                                                                 tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, images=rng.standard_normal((3, 3, 32, 32)).astype(np.float32),
+             labels=rng.integers(0, 10, 3).astype(np.int64))
+    models = [str(p) for p in group4_files]
+    assert main(["simulate", str(compiled_plan), "--execute", "--models", *models,
+                 "--inputs", str(inputs), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["images"] == 3 and len(report["subnets"]) == 4
+    # float32 rounding from BN folding; the executor itself is exact to ~1e-13
+    assert all(row["ideal_max_abs_error"] < 5e-4 for row in report["subnets"])
+    assert all(0.0 <= row["accuracy"] <= 1.0 for row in report["subnets"])
+    # without the models it is a usage error; with the wrong models the plan is invalid
+    assert main(["simulate", str(compiled_plan), "--execute", "--inputs", str(inputs)]) == 2
+    assert main(["simulate", str(compiled_plan), "--execute", "--models", *models[::-1],
+                 "--inputs", str(inputs)]) == 1
