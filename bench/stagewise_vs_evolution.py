@@ -34,12 +34,11 @@ from typing import Any
 
 import torch
 
+from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet
 from enasa_compiler.models.data import load_digits_dataset, train_val_split
 from enasa_compiler.models.sampling import sample_uniform
 from enasa_compiler.models.search import SearchConfig, search
 from enasa_compiler.models.train import (
-    SupernetConfig,
-    build_supernet,
     evaluate_accuracy,
     recalibrate_batchnorm,
     train_supernet,

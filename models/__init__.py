@@ -4,14 +4,15 @@ The compiler itself only reads ONNX files; this package makes realistic ones: SP
 FairNAS subnets whose weights are named after the supernet, groups of architectures that
 share layers (drawn directly or by ENASA's stage-wise evolution), and a small seeded demo
 supernet that exports in seconds. It also trains supernets on images available offline
-(:mod:`.data`, :mod:`.train`) and runs the searches whose generations are compiled and
-costed as groups (:mod:`.search`).
+(:mod:`.data`, :mod:`.train`), keeps them as checkpoints (:mod:`.checkpoint`) and runs
+the searches whose generations are compiled and costed as groups (:mod:`.search`).
 """
 
 from __future__ import annotations
 
 import logging
 
+from .checkpoint import SupernetConfig, build_supernet, load_checkpoint, save_checkpoint
 from .data import ImageDataset, load_digits_dataset, load_npz, train_val_split
 from .export import (
     ARCH_METADATA_KEY,
@@ -33,16 +34,7 @@ from .sampling import (
 )
 from .search import STRATEGIES, SearchConfig, SearchResult, search
 from .spos import SPOS_CHOICES, SposSubnet, SposSupernet
-from .train import (
-    SupernetConfig,
-    TrainStats,
-    build_supernet,
-    evaluate_accuracy,
-    load_checkpoint,
-    recalibrate_batchnorm,
-    save_checkpoint,
-    train_supernet,
-)
+from .train import TrainStats, evaluate_accuracy, recalibrate_batchnorm, train_supernet
 
 logger = logging.getLogger(__name__)
 

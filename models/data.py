@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -30,6 +29,7 @@ import numpy as np
 import torch
 
 from enasa_compiler.errors import InputError
+from enasa_compiler.inputs import read_npz
 
 logger = logging.getLogger(__name__)
 
@@ -134,24 +134,7 @@ def load_digits_dataset(input_size: int = 32) -> ImageDataset:
     return ImageDataset(images, labels, int(labels.max()) + 1)
 
 
-def _npz_array(archive: np.lib.npyio.NpzFile, name: str, origin: str) -> np.ndarray:
-    if name not in archive.files:
-        raise InputError(f"{origin}: missing array '{name}' (found: {sorted(archive.files)})")
-    try:
-        return np.asarray(archive[name])
-    except ValueError as exc:
-        # allow_pickle=False refuses object arrays here, before anything is unpickled.
-        message = f"{origin}: array '{name}' is a pickled object array ({exc})"
-        raise InputError(message) from exc
-    except (OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"{origin}: array '{name}' cannot be read: {exc}") from exc
-
-
-def _check_images(images: np.ndarray, origin: str) -> None:
-    if images.dtype != np.float32:
-        raise InputError(f"{origin}: array 'images' must be float32, got {images.dtype}")
-    if images.ndim != 4:
-        raise InputError(f"{origin}: array 'images' must be N x C x H x W, got {images.shape}")
+def _check_image_geometry(images: np.ndarray, origin: str) -> None:
     _, channels, height, width = images.shape
     if channels not in (1, IMAGE_CHANNELS):
         raise InputError(f"{origin}: array 'images' must have 1 or 3 channels, got {channels}")
@@ -160,29 +143,15 @@ def _check_images(images: np.ndarray, origin: str) -> None:
             f"{origin}: array 'images' must be square with a side that is a multiple of 32, "
             f"got {height}x{width}"
         )
-    if not np.isfinite(images).all():
-        raise InputError(f"{origin}: array 'images' holds NaN or infinite values")
-
-
-def _check_labels(labels: np.ndarray, count: int, origin: str) -> None:
-    if labels.dtype != np.int64:
-        raise InputError(f"{origin}: array 'labels' must be int64, got {labels.dtype}")
-    if labels.ndim != 1:
-        raise InputError(f"{origin}: array 'labels' must be 1-D, got shape {labels.shape}")
-    if labels.shape[0] != count:
-        raise InputError(
-            f"{origin}: arrays 'images' and 'labels' differ in length "
-            f"({count} images, {labels.shape[0]} labels)"
-        )
-    if count and labels.min() < 0:
-        raise InputError(f"{origin}: array 'labels' holds negative class indices")
 
 
 def load_npz(path: str | os.PathLike[str]) -> ImageDataset:
     """Load a user dataset from a ``.npz`` file with arrays ``images`` and ``labels``.
 
-    See the module docstring for the format. One-channel images are replicated to three;
-    the class count is the largest label plus one.
+    The file is read by :func:`enasa_compiler.inputs.read_npz` (the format every command
+    shares); training also needs 1 or 3 channels and a square side that is a multiple
+    of 32. One-channel images are replicated to three; the class count is the largest
+    label plus one.
 
     Raises:
         InputError: The file is unreadable or not a ``.npz`` archive, an array is missing,
@@ -190,23 +159,9 @@ def load_npz(path: str | os.PathLike[str]) -> ImageDataset:
 
     """
     origin = os.fspath(path)
-    if not os.path.isfile(origin):
-        raise InputError(f"{origin}: cannot read: no such file")
-    if not zipfile.is_zipfile(origin):
-        raise InputError(f"{origin}: not a .npz archive (expected numpy.savez output)")
-    try:
-        archive = np.load(origin, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise InputError(f"{origin}: cannot read as .npz: {exc}") from exc
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise InputError(f"{origin}: not a .npz archive (expected numpy.savez output)")
-    with archive:
-        images = _npz_array(archive, "images", origin)
-        labels = _npz_array(archive, "labels", origin)
-    _check_images(images, origin)
-    _check_labels(labels, images.shape[0], origin)
-    if images.shape[0] == 0:
-        raise InputError(f"{origin}: arrays 'images' and 'labels' are empty")
+    images, labels = read_npz(path)
+    assert labels is not None  # read_npz requires them by default
+    _check_image_geometry(images, origin)
     tensor = torch.from_numpy(np.ascontiguousarray(images))
     if tensor.shape[1] == 1:
         tensor = tensor.repeat(1, IMAGE_CHANNELS, 1, 1)

@@ -19,17 +19,19 @@ import torch
 
 from enasa_compiler.cli_search import add_search_parsers, run_search, run_train
 from enasa_compiler.errors import InputError
+from enasa_compiler.models.checkpoint import (
+    SupernetConfig,
+    build_supernet,
+    load_checkpoint,
+    save_checkpoint,
+)
 from enasa_compiler.models.data import load_digits_dataset, load_npz, train_val_split
 from enasa_compiler.models.sampling import fixed_half, sample_uniform
 from enasa_compiler.models.search import SearchConfig, search
 from enasa_compiler.models.train import (
-    SupernetConfig,
-    build_supernet,
     evaluate_accuracy,
     fair_step,
-    load_checkpoint,
     recalibrate_batchnorm,
-    save_checkpoint,
     spos_step,
     train_supernet,
 )
