@@ -19,7 +19,13 @@ from onnx_ir.passes import PassManager
 from enasa_compiler.errors import InputError
 from enasa_compiler.frontend import ModelSource, SubnetModel, load_group
 from enasa_compiler.ir import CrossbarProgram, MvmOp, OpKind
-from enasa_compiler.passes import CanonicalizePass, DedupPass, MergeGroupPass, WeightSharePass
+from enasa_compiler.passes import (
+    CanonicalizePass,
+    DedupPass,
+    FoldBatchNormPass,
+    MergeGroupPass,
+    WeightSharePass,
+)
 from enasa_compiler.passes.lower import lower
 from enasa_compiler.passes.mapping import Schedule, schedule_ops
 from enasa_compiler.passes.mapping.bounds import makespan_lower_bound
@@ -124,7 +130,10 @@ class CompileResult:
 
 
 def build_group_model(subnets: Sequence[SubnetModel]) -> tuple[ir.Model, dict[str, int]]:
-    """Run the graph passes: canonicalize each subnet, merge, dedup, weight-share.
+    """Run the graph passes: canonicalize each subnet, merge, dedup, fold BN, weight-share.
+
+    BatchNorm is folded after merging (:class:`FoldBatchNormPass`), so subnets whose BN
+    statistics differ still share the weights of a layer they have in common.
 
     Returns:
         The group model and the dedup statistics (nodes and MACs before/after).
@@ -133,9 +142,10 @@ def build_group_model(subnets: Sequence[SubnetModel]) -> tuple[ir.Model, dict[st
     dedup = DedupPass()
     names = [s.name for s in subnets]
     try:
-        canonical = [PassManager([CanonicalizePass()])(s.model).model for s in subnets]
+        canonical = [PassManager([CanonicalizePass(fold_batchnorm=False)])(s.model).model
+                     for s in subnets]
         group = PassManager([MergeGroupPass(canonical[1:], names=names), dedup,
-                             WeightSharePass()])(canonical[0]).model
+                             FoldBatchNormPass(), WeightSharePass()])(canonical[0]).model
     except (ir.passes.PassError, ValueError) as exc:
         # The passes raise ValueError for models they cannot handle; report the root cause.
         root: BaseException = exc

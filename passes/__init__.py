@@ -17,6 +17,7 @@ from ._common import (
 )
 from .canonicalize import CanonicalizePass
 from .dedup import DedupPass, DedupStats, dedup
+from .fold_batchnorm import FoldBatchNormPass
 from .merge_group import MergeGroupPass, merge_group
 from .weight_share import WeightSharePass
 
@@ -29,6 +30,7 @@ __all__ = [
     "CanonicalizePass",
     "DedupPass",
     "DedupStats",
+    "FoldBatchNormPass",
     "MergeGroupPass",
     "WeightSharePass",
     "count_macs",

@@ -25,7 +25,7 @@ from ._common import constant_tensor, static_dims
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CanonicalizePass"]
+__all__ = ["CanonicalizePass", "fold_batch_norm"]
 
 _NON_DETERMINISTIC_OPS = frozenset(
     {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike", "Multinomial"}
@@ -43,12 +43,17 @@ class CanonicalizePass(ir.passes.InPlacePass):
         fold_size_limit: Largest number of output elements a folded node may produce.
             Folding a bigger node (a ``ConstantOfShape`` of a feature map, say) would
             bloat the model with a tensor that costs nothing to compute at run time.
+        fold_batchnorm: fold BatchNormalization into the Conv before it. The group
+            compiler turns this off and folds after merging instead
+            (:class:`~.fold_batchnorm.FoldBatchNormPass`), where it can see which
+            weights several subnets share.
 
     """
 
-    def __init__(self, fold_size_limit: int = 10_000_000) -> None:
+    def __init__(self, fold_size_limit: int = 10_000_000, fold_batchnorm: bool = True) -> None:
         super().__init__()
         self.fold_size_limit = fold_size_limit
+        self.fold_batchnorm = fold_batchnorm
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Canonicalise ``model`` in place."""
@@ -92,8 +97,8 @@ class CanonicalizePass(ir.passes.InPlacePass):
                 changed |= _eliminate_alias(graph, node)
             elif node.op_type == "Dropout" and _is_inference_dropout(node, opsets.get("", 1)):
                 changed |= _eliminate_alias(graph, node)
-            elif node.op_type == "BatchNormalization":
-                changed |= _fold_batch_norm(graph, node) or self._fold_constant(
+            elif node.op_type == "BatchNormalization" and self.fold_batchnorm:
+                changed |= fold_batch_norm(graph, node) or self._fold_constant(
                     graph, node, opsets
                 )
             else:
@@ -290,7 +295,7 @@ def _constant_arrays(values: Sequence[ir.Value | None]) -> list[np.ndarray] | No
     return arrays
 
 
-def _fold_batch_norm(graph: ir.Graph, batch_norm: ir.Node) -> bool:
+def fold_batch_norm(graph: ir.Graph, batch_norm: ir.Node) -> bool:
     """Fold an inference BatchNormalization into the Conv that alone feeds it.
 
     With ``f = gamma / sqrt(var + eps)`` per output channel, ``BN(Conv(x, W, b))`` equals
