@@ -219,8 +219,3 @@ class CrossbarProgram:
             for w in mvm.weights:
                 seen.setdefault(w.id, w)
         return tuple(seen.values())
-
-    @property
-    def total_macs(self) -> int:
-        """MACs per image of the whole group after deduplication, digital convs included."""
-        return sum(o.macs for o in self.ops)

@@ -32,7 +32,7 @@ from enasa_compiler.passes.mapping.bounds import makespan_lower_bound
 from enasa_compiler.passes.mapping.cpsat import schedule_cpsat
 from enasa_compiler.passes.mapping.online import initial_state_from_plan
 from enasa_compiler.plan import Plan, PlanOperator, SubnetInfo
-from enasa_compiler.targets.cost import digital_cost, mvm_cost
+from enasa_compiler.targets.cost import operator_cost
 from enasa_compiler.targets.target import Target, load_target
 from enasa_compiler.totals import compute_totals
 
@@ -177,8 +177,7 @@ def assemble_plan(
     operators = []
     for op in program.ops:
         is_mvm = isinstance(op, MvmOp)
-        cost = (mvm_cost(op, target, program.batch) if isinstance(op, MvmOp)
-                else digital_cost(op, target, program.batch))
+        cost = operator_cost(op, target, program.batch)
         operators.append(PlanOperator(
             id=op.id, kind=OpKind.MVM if is_mvm else OpKind.DIGITAL, op_type=op.op_type,
             subnets=op.subnets, inputs=op.inputs, outputs=op.outputs,

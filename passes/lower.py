@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
 
 import onnx_ir as ir
 
@@ -319,11 +318,3 @@ def _subnet_outputs(props: dict[str, str], graph: ir.Graph) -> tuple[tuple[str, 
     if outputs:
         return tuple(tuple(str(n) for n in group) for group in outputs)  # type: ignore[attr-defined]
     return (tuple(v.name or "" for v in graph.outputs),)
-
-
-def lowered_op_types(ops: Sequence[Op]) -> dict[str, int]:
-    """Count operators per ONNX op type (for reports)."""
-    counts: dict[str, int] = {}
-    for op in ops:
-        counts[op.op_type] = counts.get(op.op_type, 0) + 1
-    return counts

@@ -39,6 +39,7 @@ __all__ = [
     "tile_read_ns",
     "digital_cost",
     "mvm_cost",
+    "operator_cost",
     "program_cost",
 ]
 
@@ -122,6 +123,13 @@ def digital_cost(op: DigitalOp, target: Target, batch: int = 1) -> EventCost:
         "buffer": bytes_moved / _BITS_PER_BYTE * target.energy.buffer_pj_per_byte,
     }
     return EventCost(_ceil_ns(latency_ns), sum(breakdown.values()), breakdown)
+
+
+def operator_cost(op: MvmOp | DigitalOp, target: Target, batch: int = 1) -> EventCost:
+    """Cost of running any operator: on crossbars for MVM, on a digital unit otherwise."""
+    if isinstance(op, MvmOp):
+        return mvm_cost(op, target, batch)
+    return digital_cost(op, target, batch)
 
 
 def program_cost(tile: Tile, target: Target) -> EventCost:

@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 
 from enasa_compiler.ir import CrossbarProgram, MvmOp
-from enasa_compiler.targets.cost import digital_cost, mvm_cost, program_cost
+from enasa_compiler.targets.cost import operator_cost, program_cost
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
@@ -45,12 +45,9 @@ def makespan_lower_bound(program: CrossbarProgram, target: Target) -> MakespanBo
     program_ns = {t.id: program_cost(t, target).latency_ns
                   for w in program.weight_matrices() for t in w.tiles}
     for op in program.ops:
-        if isinstance(op, MvmOp):
-            latency[op.id] = mvm_cost(op, target, program.batch).latency_ns
-            release[op.id] = max(program_ns[t.id] for t in op.tiles)
-        else:
-            latency[op.id] = digital_cost(op, target, program.batch).latency_ns
-            release[op.id] = 0
+        latency[op.id] = operator_cost(op, target, program.batch).latency_ns
+        release[op.id] = (max(program_ns[t.id] for t in op.tiles)
+                          if isinstance(op, MvmOp) else 0)
 
     finish: dict[str, int] = {}
     for op in program.ops:  # topological order

@@ -37,7 +37,7 @@ from ortools.sat.python import cp_model
 from enasa_compiler.ir import CrossbarProgram, MvmOp
 from enasa_compiler.passes.mapping.ops import Schedule, resolve_mode
 from enasa_compiler.plan import ComputeEvent, Placement, ProgramEvent
-from enasa_compiler.targets.cost import digital_cost, mvm_cost, program_cost
+from enasa_compiler.targets.cost import operator_cost, program_cost
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
@@ -94,8 +94,7 @@ class _Model:
         self.unit = unit_ns
         self.model = cp_model.CpModel()
         self.latency_ns = {
-            op.id: (mvm_cost(op, target, program.batch) if isinstance(op, MvmOp)
-                    else digital_cost(op, target, program.batch)).latency_ns
+            op.id: operator_cost(op, target, program.batch).latency_ns
             for op in program.ops
         }
         self.matrices = program.weight_matrices()
@@ -324,8 +323,7 @@ def schedule_cpsat(
     """
     resolved = resolve_mode(program, target, mode)
     durations = [
-        (mvm_cost(op, target, program.batch) if isinstance(op, MvmOp)
-         else digital_cost(op, target, program.batch)).latency_ns
+        operator_cost(op, target, program.batch).latency_ns
         for op in program.ops
     ]
     unit = unit_ns or choose_time_unit(durations)

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from enasa_compiler.errors import InputError
 from enasa_compiler.ir import CrossbarProgram, DigitalOp, MvmOp, Op
 from enasa_compiler.plan import ComputeEvent, Placement, ProgramEvent
-from enasa_compiler.targets.cost import EventCost, digital_cost, mvm_cost, program_cost
+from enasa_compiler.targets.cost import EventCost, operator_cost, program_cost
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
@@ -133,8 +133,7 @@ class _Scheduler:
         self.initial = initial
         self.index = {op.id: i for i, op in enumerate(program.ops)}
         self.latency = {
-            op.id: (mvm_cost(op, target, program.batch) if isinstance(op, MvmOp)
-                    else digital_cost(op, target, program.batch)).latency_ns
+            op.id: operator_cost(op, target, program.batch).latency_ns
             for op in program.ops
         }
         self.critical = _critical_paths(program, self.latency)
