@@ -52,10 +52,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--target", default="neurosim-22nm",
                    help="target preset name or target file (default: neurosim-22nm)")
     p.add_argument("-o", "--output", type=Path, required=True, help="plan file to write")
-    p.add_argument("--solver", default="ops", choices=["ops", "cpsat", "auto"],
+    p.add_argument("--solver", default="ops", choices=["ops", "cpsat", "auto", "fcfs"],
                    help="ops: the operator-parallel scheduler (fast); cpsat: the exact "
                    "model started from the OPS plan; auto: OPS improved by CP-SAT within "
-                   "the time limit when the group is small enough")
+                   "the time limit when the group is small enough; fcfs: OPS without its "
+                   "ranking (first come, first served), for ablations")
     p.add_argument("--time-limit", type=float, default=10.0, metavar="SECONDS",
                    help="CP-SAT budget (deterministic time; default 10)")
     p.add_argument("--nondeterministic", action="store_true",

@@ -40,7 +40,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CompileResult", "SOLVERS", "build_group_model", "compile", "compile_detailed"]
 
-SOLVERS = ("ops", "cpsat", "auto")
+SOLVERS = ("ops", "cpsat", "auto", "fcfs")
+# ``fcfs`` is OPS with its ranking replaced by first-come-first-served: the ablation
+# baseline for what the ranking buys, not a solver anyone should ship plans with.
 # ``auto`` tries CP-SAT after OPS only below this many operators: above it the model
 # takes longer to build than OPS takes to schedule, for little gain.
 AUTO_CPSAT_MAX_OPS = 2000
@@ -89,8 +91,9 @@ def map_program(
     if initial and solver == "cpsat":
         raise InputError("the CP-SAT model does not take an initial state; use --solver ops "
                          "or auto with --initial-state")
-    ops_schedule = schedule_ops(program, target, mode, initial)
-    chosen, name = ops_schedule, "ops"
+    policy = "fcfs" if solver == "fcfs" else "ops"
+    ops_schedule = schedule_ops(program, target, mode, initial, policy=policy)
+    chosen, name = ops_schedule, policy
     lower_bound = makespan_lower_bound(program, target)
     bounds: dict[str, Any] = {"analytic_bound_ns": lower_bound.bound_ns,
                               "solver_bound_ns": None, "time_unit_ns": None,

@@ -115,6 +115,18 @@ def test_critical_path_goes_first():
     assert events["c"].start_ns < events["a"].start_ns
 
 
+def test_fcfs_policy_ignores_the_ranking_and_keeps_topological_order():
+    # The same graph as the data-reuse test: OPS pairs a with c; FCFS takes a, b.
+    ops = [_mvm("a", _weight("w0"), inputs=("x",)),
+           _mvm("b", _weight("w1"), inputs=("y",)),
+           _mvm("c", _weight("w2"), inputs=("x",))]
+    events = _events(schedule_ops(_program(ops), _target(2), "dynamic", policy="fcfs"))
+    assert events["a"].start_ns == events["b"].start_ns
+    assert events["c"].start_ns >= events["a"].end_ns
+    with pytest.raises(ValueError, match="unknown OPS policy"):
+        schedule_ops(_program(ops), _target(2), "dynamic", policy="random")
+
+
 def test_dynamic_mode_reuses_cached_weights_without_rewriting():
     shared = _weight("w0")
     ops = [_mvm("a", shared, inputs=("x0",)), _mvm("b", _weight("w1"), inputs=("x1",)),

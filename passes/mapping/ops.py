@@ -27,6 +27,10 @@ operators expected to run next (earliest as-soon-as-possible start first), so
 programming overlaps computation instead of delaying every operator. Prefetch never
 overwrites a tile that is still needed. Digital operators run on the first free
 digital unit.
+
+``policy="fcfs"`` replaces the ranking by first-come-first-served (topological
+order among the ready operators): the ablation baseline that shows what the
+ranking buys.
 """
 
 from __future__ import annotations
@@ -126,8 +130,9 @@ class _Scheduler:
     """Mutable state of one scheduling run."""
 
     def __init__(self, program: CrossbarProgram, target: Target, mode: str,
-                 initial: dict[int, str]) -> None:
+                 initial: dict[int, str], policy: str = "ops") -> None:
         self.program = program
+        self.ranked = policy == "ops"
         self.target = target
         self.mode = mode
         self.initial = initial
@@ -201,7 +206,31 @@ class _Scheduler:
 
         return sorted(free, key=eviction_order)[:count]
 
+    def fix_resident_homes(self) -> None:
+        """Resident tiles never move: look each operator's crossbars up once."""
+        self.resident_placements = {
+            op_id: tuple(Placement(t.id, self.tile_home[t.id]) for t in tiles)
+            for op_id, tiles in self.op_tiles.items()
+        }
+
+    def try_start_resident(self, op: MvmOp, now_ns: int) -> bool:
+        placements = self.resident_placements[op.id]
+        free_ns = self.crossbar_free_ns
+        for placement in placements:
+            if free_ns[placement.crossbar] > now_ns:
+                return False
+        end_ns = now_ns + self.latency[op.id]
+        for placement in placements:
+            free_ns[placement.crossbar] = end_ns
+            self.crossbar_last_use[placement.crossbar] = end_ns
+            self.pending_users[placement.tile] -= 1
+        self.compute_events.append(ComputeEvent(op.id, now_ns, end_ns, placements))
+        self.finish_at(op, end_ns)
+        return True
+
     def try_start_mvm(self, op: MvmOp, now_ns: int) -> bool:
+        if self.mode == "resident":
+            return self.try_start_resident(op, now_ns)
         placements: list[Placement] = []
         ready_ns = now_ns
         tiles = self.op_tiles[op.id]
@@ -233,10 +262,9 @@ class _Scheduler:
         return True
 
     def try_start_digital(self, op: DigitalOp, now_ns: int) -> bool:
-        free_units = [u for u, free in enumerate(self.unit_free_ns) if free <= now_ns]
-        if not free_units:
+        unit = next((u for u, free in enumerate(self.unit_free_ns) if free <= now_ns), None)
+        if unit is None:
             return False
-        unit = free_units[0]
         end_ns = now_ns + self.latency[op.id]
         self.unit_free_ns[unit] = end_ns
         self.compute_events.append(ComputeEvent(op.id, now_ns, end_ns, (), unit))
@@ -252,6 +280,7 @@ class _Scheduler:
         self.place_initial()
         if self.mode == "resident":
             self.place_resident()
+            self.fix_resident_homes()
         successors: dict[str, list[str]] = {op.id: [] for op in self.program.ops}
         by_id = {op.id: op for op in self.program.ops}
         waiting_on = {op_id: len(deps) for op_id, deps in self.program.deps.items()}
@@ -266,6 +295,7 @@ class _Scheduler:
         upcoming = sorted(self.program.mvm_ops(),
                           key=lambda op: (self.earliest[op.id], self.index[op.id]))
         not_started = {op.id for op in upcoming}
+        next_upcoming = 0  # upcoming[:next_upcoming] have all started
         while left:
             if not self.wakeups:
                 raise AssertionError("scheduler stalled with operators left")
@@ -283,11 +313,12 @@ class _Scheduler:
                 left -= len(started)
                 ready = [op for op in ready if op.id not in started]
                 not_started -= started
-                while upcoming and upcoming[0].id not in not_started:
-                    upcoming.pop(0)
+                while next_upcoming < len(upcoming) \
+                        and upcoming[next_upcoming].id not in not_started:
+                    next_upcoming += 1
             if self.mode == "dynamic":
                 ready_ids = {op.id for op in ready}
-                self.prefetch(upcoming, not_started - ready_ids, now_ns)
+                self.prefetch(upcoming[next_upcoming:], not_started - ready_ids, now_ns)
         return Schedule(self.mode, tuple(self.program_events),
                         tuple(sorted(self.compute_events,
                                      key=lambda e: (e.start_ns, self.index[e.op]))),
@@ -325,19 +356,46 @@ class _Scheduler:
                 heapq.heappush(self.wakeups, end_ns)
 
     def admit(self, ready: list[Op], now_ns: int) -> set[str]:
-        """Start ready operators in rank order; each admission updates the ranking."""
+        """Start ready operators in rank order; each admission updates the ranking.
+
+        The order is exactly the one ``rank_key`` defines (recomputed after every
+        admission), kept incrementally: admitting an operator raises the reuse count
+        of the candidates that read one of its inputs and the same-layer count of
+        the candidates of its layer, so a round costs O(candidates) per admission
+        instead of a full re-sort.
+        """
         started: set[str] = set()
-        admitted: list[Op] = []
-        candidates = list(ready)
+        candidates = {op.id: op for op in ready}
+        reuse = dict.fromkeys(candidates, 0)
+        same_layer = dict.fromkeys(candidates, 0)
+        readers: dict[str, list[str]] = {}
+        layer_members: dict[str, list[str]] = {}
+        for op in ready:
+            for name in set(op.inputs):
+                readers.setdefault(name, []).append(op.id)
+            if op.layer:
+                layer_members.setdefault(op.layer, []).append(op.id)
+        fixed = {op.id: (self.critical[op.id], -self.index[op.id]) for op in ready}
         while candidates:
-            candidates.sort(key=lambda op: rank_key(op, admitted, self.critical[op.id],
-                                                    self.index[op.id]), reverse=True)
-            op = candidates.pop(0)
+            if self.ranked:
+                best = max(candidates,
+                           key=lambda i: (reuse[i], same_layer[i], *fixed[i]))
+            else:  # first come, first served: topological order
+                best = max(candidates, key=lambda i: fixed[i][1])
+            op = candidates.pop(best)
             ok = (self.try_start_mvm(op, now_ns) if isinstance(op, MvmOp)
                   else self.try_start_digital(op, now_ns))
-            if ok:
-                started.add(op.id)
-                admitted.append(op)
+            if not ok:
+                continue
+            started.add(op.id)
+            sharing: set[str] = set()
+            for name in set(op.inputs):
+                sharing.update(readers[name])
+            for other in sharing:
+                reuse[other] += 1
+            if op.layer:
+                for other in layer_members[op.layer]:
+                    same_layer[other] += 1
         return started
 
 
@@ -346,6 +404,7 @@ def schedule_ops(
     target: Target,
     mode: str = "auto",
     initial: dict[int, str] | None = None,
+    policy: str = "ops",
 ) -> Schedule:
     """Map a crossbar program onto the target with OPS.
 
@@ -356,14 +415,18 @@ def schedule_ops(
         initial: online mapping: crossbar -> id of a tile of *this* program that the
             crossbar already holds (left there by the previous group's plan); such
             tiles are used in place, not written again.
+        policy: ``ops`` ranks conflicting operators by :func:`rank_key`; ``fcfs``
+            admits them in topological order (the ablation baseline).
 
     Returns:
         The schedule: every tile's programming on a concrete crossbar and every
         operator's compute interval.
 
     """
+    if policy not in ("ops", "fcfs"):
+        raise ValueError(f"unknown OPS policy {policy!r}; expected 'ops' or 'fcfs'")
     resolved = resolve_mode(program, target, mode)
-    schedule = _Scheduler(program, target, resolved, dict(initial or {})).run()
+    schedule = _Scheduler(program, target, resolved, dict(initial or {}), policy).run()
     logger.info("OPS %s: %d compute events, %d program events", resolved,
                 len(schedule.compute), len(schedule.program))
     return schedule
