@@ -132,17 +132,21 @@ class CompileResult:
     subnets: tuple[SubnetModel, ...]
 
 
-def build_group_model(subnets: Sequence[SubnetModel]) -> tuple[ir.Model, dict[str, int]]:
+def build_group_model(
+    subnets: Sequence[SubnetModel], *, dedup_operators: bool = True
+) -> tuple[ir.Model, dict[str, int]]:
     """Run the graph passes: canonicalize each subnet, merge, dedup, fold BN, weight-share.
 
     BatchNorm is folded after merging (:class:`FoldBatchNormPass`), so subnets whose BN
     statistics differ still share the weights of a layer they have in common.
+    ``dedup_operators=False`` keeps every subnet's operators (weights are still stored
+    once): the ablation that shows what computing shared operators once buys.
 
     Returns:
         The group model and the dedup statistics (nodes and MACs before/after).
 
     """
-    dedup = DedupPass()
+    dedup = DedupPass(merge_nodes=dedup_operators)
     names = [s.name for s in subnets]
     try:
         canonical = [PassManager([CanonicalizePass(fold_batchnorm=False)])(s.model).model
@@ -223,13 +227,18 @@ def compile_detailed(
     time_limit_s: float = 10.0,
     deterministic: bool = True,
     initial_state: Plan | str | Path | None = None,
+    dedup_operators: bool = True,
 ) -> CompileResult:
-    """Compile a group and return the plan with the intermediate stages."""
+    """Compile a group and return the plan with the intermediate stages.
+
+    ``dedup_operators=False`` skips computing shared operators once (an ablation; see
+    :func:`build_group_model`). The other arguments are :func:`compile`'s.
+    """
     if solver not in SOLVERS:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
     resolved_target = load_target(target)
     subnets = tuple(load_group(models, batch=batch))
-    group, dedup = build_group_model(subnets)
+    group, dedup = build_group_model(subnets, dedup_operators=dedup_operators)
     program = lower(group, resolved_target)
     initial = None
     if initial_state is not None:

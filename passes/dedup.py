@@ -63,10 +63,15 @@ class DedupPass(ir.passes.InPlacePass):
     numbers are written to the model metadata as ``enasa.dedup.<field>`` (unless the call
     found nothing and earlier numbers are recorded). Nodes are topologically sorted as a
     side effect.
+
+    ``merge_nodes=False`` merges equal initializers only: every subnet keeps its own
+    operators (nothing is computed once) while equal weights are still stored once,
+    which is the "dedup off" ablation of the evaluation.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, merge_nodes: bool = True) -> None:
         super().__init__()
+        self.merge_nodes = merge_nodes
         self.stats: DedupStats | None = None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -77,7 +82,7 @@ class DedupPass(ir.passes.InPlacePass):
 
         initializers_removed = _merge_equal_initializers(graph)
         graph.sort()
-        nodes_merged = _merge_equal_nodes(graph)
+        nodes_merged = _merge_equal_nodes(graph) if self.merge_nodes else 0
 
         nodes_after, macs_after = len(graph), _total_macs(graph)
         self.stats = DedupStats(

@@ -143,3 +143,19 @@ def test_subnets_from_the_dynamo_exporter_compile(demo_supernet, tmp_path):
     assert result.plan.dedup["nodes_removed"] > 10
     assert group_model_max_error(result.group_model, files) <= 1e-4
     assert [s.arch for s in result.plan.subnets] == archs
+
+
+def test_dedup_off_keeps_every_operator_but_stores_shared_weights_once(group4_files,
+                                                                      group4_result):
+    from enasa_compiler.pipeline import compile_detailed
+    from enasa_compiler.validator import validate
+
+    off = compile_detailed(group4_files, dedup_operators=False).plan
+    on = group4_result.plan
+    assert off.dedup["nodes_removed"] == 0
+    assert off.dedup["macs_after"] == off.dedup["macs_before"] == on.dedup["macs_before"]
+    assert on.dedup["macs_after"] < off.dedup["macs_after"]
+    assert len(off.operators) > len(on.operators)
+    assert {w.id for w in off.weights} == {w.id for w in on.weights}
+    assert off.totals.energy_pj > on.totals.energy_pj
+    assert validate(off) == []
