@@ -3,7 +3,8 @@
 Exports groups of G full-size SPOS subnets (224x224, 1000 classes, random weights)
 that share their bottom half, then times each stage of ``enasa compile`` (frontend,
 graph passes, lowering, OPS mapping, plan assembly) and the validator, repeating
-the whole compile and reporting medians. Results go to ``bench/results/``.
+the whole compile and reporting medians (the split ``enasa bench`` reports).
+Results go to ``bench/results/``.
 
 Run:  python bench/compile_stages.py [--groups 4 16] [--repeats 3]
 """
@@ -22,54 +23,27 @@ from typing import Any
 
 import torch
 
-from enasa_compiler.frontend import load_group
+from enasa_compiler.evaluation.stages import time_compile_stages
 from enasa_compiler.models.export import export_group
 from enasa_compiler.models.sampling import sample_shared_group
 from enasa_compiler.models.spos import SposSupernet
-from enasa_compiler.passes.lower import lower
-from enasa_compiler.passes.mapping import crossbars_needed, schedule_ops
-from enasa_compiler.pipeline import assemble_plan, build_group_model
 from enasa_compiler.targets import load_target
-from enasa_compiler.validator import validate
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _time_compile(files: list[Path], target_name: str, mode: str) -> dict[str, Any]:
-    target = load_target(target_name)
-    times: dict[str, Any] = {}
-    t0 = time.perf_counter()
-    subnets = load_group(files)
-    t1 = time.perf_counter()
-    group, dedup = build_group_model(subnets)
-    t2 = time.perf_counter()
-    program = lower(group, target)
-    t3 = time.perf_counter()
-    schedule = schedule_ops(program, target, mode)
-    t4 = time.perf_counter()
-    plan = assemble_plan(program, schedule, target, subnets, dedup, "ops")
-    t5 = time.perf_counter()
-    violations = validate(plan)
-    t6 = time.perf_counter()
-    assert not violations, violations[:3]
-    times.update(frontend_s=t1 - t0, passes_s=t2 - t1, lower_s=t3 - t2, ops_s=t4 - t3,
-                 assemble_s=t5 - t4, compile_s=t5 - t0, validate_s=t6 - t5)
-    times.update(mode=plan.mode, operators=len(plan.operators),
-                 crossbars_needed=crossbars_needed(program),
-                 crossbars_used=plan.totals.crossbars_used,
-                 makespan_ns=plan.totals.makespan_ns, energy_pj=plan.totals.energy_pj,
-                 utilization=plan.totals.utilization,
-                 allocated_utilization=plan.totals.allocated_utilization,
-                 cell_writes=plan.totals.cell_writes, **dedup)
-    return times
+    _, row = time_compile_stages(files, load_target(target_name), mode=mode)
+    return row
 
 
 def _summary(row: dict[str, Any]) -> str:
     return (f"G={row['group_size']:3d} {row['mode']:9s} ops={row['operators']:5d} "
             f"dedup nodes {row['nodes_before']}->{row['nodes_after']} "
             f"MMACs {row['macs_before'] / 1e6:.0f}->{row['macs_after'] / 1e6:.0f}  "
-            f"compile {row['compile_s']:.2f} s (frontend {row['frontend_s']:.2f}, passes "
-            f"{row['passes_s']:.2f}, lower {row['lower_s']:.2f}, OPS {row['ops_s']:.2f}), "
+            f"compile {row['compile_s']:.2f} s (frontend {row['frontend_s']:.2f}, "
+            f"passes {row['passes_s']:.2f}, lower {row['lower_s']:.2f}, "
+            f"mapping {row['mapping_s']:.2f}, cost {row['cost_s']:.2f}), "
             f"validate {row['validate_s']:.2f} s, makespan {row['makespan_ns'] / 1e6:.2f} ms, "
             f"{row['crossbars_used']} crossbars, {row['allocated_utilization']:.1%} busy")
 

@@ -94,11 +94,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("targets", help="list target presets")
     _common(p)
 
+    from enasa_compiler.cli_bench import add_bench_parser
     from enasa_compiler.cli_report import add_report_parser
     from enasa_compiler.cli_search import add_search_parsers
 
     add_report_parser(sub, _common)
     add_search_parsers(sub, _common)
+    add_bench_parser(sub, _common)
 
     p = sub.add_parser("demo", help="the whole flow on a built-in small supernet")
     p.add_argument("--subnets", type=int, default=8, help="group size (default 8)")
@@ -232,6 +234,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return run_report(args)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from enasa_compiler.cli_bench import run_bench
+
+    return run_bench(args, args.argv)
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from enasa_compiler.cli_search import run_search
 
@@ -245,6 +253,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
+    "bench": _cmd_bench,
     "compile": _cmd_compile,
     "report": _cmd_report,
     "search": _cmd_search,
@@ -259,6 +268,7 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``enasa`` command; returns the exit code."""
     args = _build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     level = logging.WARNING
     if args.verbose:
         level = logging.INFO

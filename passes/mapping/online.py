@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 
 from enasa_compiler.errors import InputError
-from enasa_compiler.ir import CrossbarProgram, Tile
+from enasa_compiler.ir import CrossbarProgram, Tile, WeightMatrix
 from enasa_compiler.plan import Plan
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["final_contents", "initial_state_from_plan"]
+__all__ = ["TileKey", "final_contents", "initial_state_from_plan", "tile_key"]
 
 TileKey = tuple[str, int, int, int, int, int, int, int]
 
@@ -26,6 +26,11 @@ TileKey = tuple[str, int, int, int, int, int, int, int]
 def _key(sha256: str, columns_per_weight: int, tile: Tile) -> TileKey:
     return (sha256, columns_per_weight, tile.row_start, tile.row_stop, tile.col_start,
             tile.col_stop, tile.phys_rows, tile.phys_cols)
+
+
+def tile_key(matrix: WeightMatrix, tile: Tile) -> TileKey:
+    """Identify a tile by what its cells hold, whatever plan or program it came from."""
+    return _key(matrix.sha256, matrix.columns_per_weight, tile)
 
 
 def final_contents(plan: Plan) -> dict[int, TileKey]:
