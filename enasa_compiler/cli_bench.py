@@ -73,7 +73,7 @@ def _config(args: argparse.Namespace, argv: list[str]) -> Any:
     if "spaces" in overrides and not args.no_scaling:
         overrides["scaling_spaces"] = overrides["spaces"][:1] if args.quick \
             else overrides["spaces"]
-    overrides["progress"] = not (args.quiet or args.json)
+    overrides["progress"] = not (args.quiet or args.json) and sys.stderr.isatty()
     overrides["command"] = "enasa " + shlex.join(argv)
     if args.quick:
         return quick_config(args.out, **overrides)

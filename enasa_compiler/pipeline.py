@@ -15,6 +15,7 @@ from typing import Any
 
 import onnx_ir as ir
 from onnx_ir.passes import PassManager
+from tqdm import tqdm
 
 from enasa_compiler.errors import InputError
 from enasa_compiler.frontend import ModelSource, SubnetModel, load_group
@@ -228,28 +229,41 @@ def compile_detailed(
     deterministic: bool = True,
     initial_state: Plan | str | Path | None = None,
     dedup_operators: bool = True,
+    progress: bool = False,
 ) -> CompileResult:
     """Compile a group and return the plan with the intermediate stages.
 
     ``dedup_operators=False`` skips computing shared operators once (an ablation; see
-    :func:`build_group_model`). The other arguments are :func:`compile`'s.
+    :func:`build_group_model`). ``progress`` shows a bar over the stages on stderr
+    (large groups take seconds per stage). The other arguments are :func:`compile`'s.
     """
     if solver not in SOLVERS:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
     resolved_target = load_target(target)
-    subnets = tuple(load_group(models, batch=batch))
-    group, dedup = build_group_model(subnets, dedup_operators=dedup_operators)
-    program = lower(group, resolved_target)
-    initial = None
-    if initial_state is not None:
-        previous = (initial_state if isinstance(initial_state, Plan)
-                    else Plan.load(initial_state))
-        initial = initial_state_from_plan(previous, program, resolved_target)
-    outcome = map_program(program, resolved_target, solver=solver, mode=mode,
-                          time_limit_s=time_limit_s, deterministic=deterministic,
-                          initial=initial)
-    plan = assemble_plan(program, outcome.schedule, resolved_target, subnets, dedup,
-                         outcome.solver, outcome.bounds)
+    with tqdm(total=5, disable=not progress, unit="stage", leave=False) as bar:
+        bar.set_description("load models")
+        subnets = tuple(load_group(models, batch=batch))
+        bar.update()
+        bar.set_description("graph passes")
+        group, dedup = build_group_model(subnets, dedup_operators=dedup_operators)
+        bar.update()
+        bar.set_description("lower")
+        program = lower(group, resolved_target)
+        bar.update()
+        initial = None
+        if initial_state is not None:
+            previous = (initial_state if isinstance(initial_state, Plan)
+                        else Plan.load(initial_state))
+            initial = initial_state_from_plan(previous, program, resolved_target)
+        bar.set_description(f"map ({solver})")
+        outcome = map_program(program, resolved_target, solver=solver, mode=mode,
+                              time_limit_s=time_limit_s, deterministic=deterministic,
+                              initial=initial)
+        bar.update()
+        bar.set_description("cost")
+        plan = assemble_plan(program, outcome.schedule, resolved_target, subnets, dedup,
+                             outcome.solver, outcome.bounds)
+        bar.update()
     return CompileResult(plan=plan, group_model=group, program=program, subnets=subnets)
 
 
