@@ -112,6 +112,11 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_progress(args: argparse.Namespace) -> bool:
+    """Progress bars go to an interactive stderr only, and never with --quiet/--json."""
+    return not (args.quiet or args.json) and sys.stderr.isatty()
+
+
 def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     if args.json:
         print(json.dumps(data, indent=1, sort_keys=True))
@@ -120,12 +125,13 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    from enasa_compiler.pipeline import compile as compile_group
+    from enasa_compiler.pipeline import compile_detailed
 
-    plan = compile_group(args.models, args.target, solver=args.solver, mode=args.mode,
-                         batch=args.batch, time_limit_s=args.time_limit,
-                         deterministic=not args.nondeterministic,
-                         initial_state=args.initial_state)
+    plan = compile_detailed(args.models, args.target, solver=args.solver, mode=args.mode,
+                            batch=args.batch, time_limit_s=args.time_limit,
+                            deterministic=not args.nondeterministic,
+                            initial_state=args.initial_state,
+                            progress=_show_progress(args)).plan
     plan.save(args.output)
     t = plan.totals
     dedup = plan.dedup
