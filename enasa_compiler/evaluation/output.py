@@ -206,6 +206,8 @@ def paper_notes(results: dict[str, Any]) -> list[str]:
         "needs weight duplication of the slow early layers and an inter-layer "
         "pipeline across the N images; neither is modeled here, which is what would "
         "close the gap.",
+        f"- GPU: {next(iter(results['spaces'].values()))['gpu']}." if results["spaces"]
+        else "- GPU: not run.",
         "- The CPU baseline runs full-size subnets in onnxruntime on this machine's "
         "cores; the paper's CPU+GPU system and its 10000 ImageNet images differ, so "
         "only the order of magnitude is comparable.",

@@ -206,6 +206,8 @@ def _space(config: BenchConfig, space: str, target: Target, images: np.ndarray,
         "archs": [[list(a) for a in g] for g in groups],
         "systems": [run.to_dict() for run in (enasa, *baselines)],
         "ratios": {run.system: _ratios(enasa, run) for run in baselines},
+        "gpu": gpu.extra["device"] if gpu is not None else
+        "not measured: onnxruntime offers no CUDA provider on this machine",
         "ablations": [{**run.to_dict(), "vs_enasa": _ratios(enasa, run)}
                       for run in ablations],
     }
