@@ -176,12 +176,40 @@ def _infer(proto: onnx.ModelProto, origin: str) -> onnx.ModelProto:
         raise InputError(f"{origin}: shape inference failed: {first}") from exc
 
 
+_MVM_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def _check_mvm_sizes(proto: onnx.ModelProto, origin: str) -> None:
+    """Refuse a Conv/Gemm/MatMul whose (inferred) inputs or outputs hold no elements.
+
+    A weight with a zero-size dimension tiles into no crossbar tile at all, which
+    nothing after the frontend expects. Other zero-size tensors (an empty ``roi`` of
+    a Resize, say) are legitimate and left alone.
+    """
+    graph = proto.graph
+    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
+            shapes.setdefault(value.name, [d.dim_value if d.HasField("dim_value") else -1
+                                           for d in value.type.tensor_type.shape.dim])
+    for node in graph.node:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in _MVM_OP_TYPES:
+            continue
+        for name in (*node.input, *node.output):
+            dims = shapes.get(name)
+            if name and dims is not None and 0 in dims:
+                raise InputError(
+                    f"{origin}: {node.op_type} node '{node.name}' has zero-size tensor "
+                    f"'{name}' (shape {dims}); nothing to map onto crossbars"
+                )
+
+
 def _arch(proto: onnx.ModelProto) -> tuple[int, ...] | None:
     for prop in proto.metadata_props:
         if prop.key == "enasa.arch":
             try:
                 value = json.loads(prop.value)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):  # malformed, huge or nested too deeply
                 return None
             if isinstance(value, list) and all(isinstance(v, int) for v in value):
                 return tuple(value)
@@ -193,7 +221,8 @@ def load_subnet(source: ModelSource, *, batch: int = 1, index: int = 0) -> Subne
 
     Raises:
         InputError: not ONNX, fails the checker, dynamic input shape, external data
-            outside its folder, or shape inference fails.
+            outside its folder, shape inference fails, or a Conv/Gemm/MatMul with a
+            zero-size tensor.
         UnsupportedModelError: opset below 13, or not exactly one input.
 
     """
@@ -204,6 +233,7 @@ def load_subnet(source: ModelSource, *, batch: int = 1, index: int = 0) -> Subne
     _check(proto, origin)
     _fix_batch(proto, batch, origin)
     proto = _infer(proto, origin)
+    _check_mvm_sizes(proto, origin)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:  # onnx_ir raises several types for malformed protos
