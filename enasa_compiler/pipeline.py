@@ -27,6 +27,7 @@ from enasa_compiler.passes import (
     MergeGroupPass,
     WeightSharePass,
 )
+from enasa_compiler.passes.duplicate import apply_duplication
 from enasa_compiler.passes.lower import lower
 from enasa_compiler.passes.mapping import Schedule, schedule_ops
 from enasa_compiler.passes.mapping.bounds import makespan_lower_bound
@@ -79,31 +80,30 @@ def map_program(
     carries a lower bound on the makespan (the analytic one, tightened by CP-SAT's
     when its time unit is 1 ns) and the optimality gap.
 
-    ``initial`` (online mapping: crossbar -> tile already there) is honoured by OPS
-    only; CP-SAT does not model an initial state yet, so ``auto`` skips it then.
+    ``initial`` (online mapping: crossbar -> tile already there) is honoured by OPS,
+    and by CP-SAT in resident mode; with dynamic mapping ``auto`` keeps OPS's plan.
 
     Raises:
         InputError: unknown solver, ``cpsat`` found no schedule in time, or ``cpsat``
-            asked for together with an initial state.
+            asked for with an initial state and dynamic mapping.
 
     """
     if solver not in SOLVERS:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
-    if initial and solver == "cpsat":
-        raise InputError("the CP-SAT model does not take an initial state; use --solver ops "
-                         "or auto with --initial-state")
     policy = "fcfs" if solver == "fcfs" else "ops"
     ops_schedule = schedule_ops(program, target, mode, initial, policy=policy)
     chosen, name = ops_schedule, policy
-    lower_bound = makespan_lower_bound(program, target)
+    lower_bound = makespan_lower_bound(program, target, (initial or {}).values())
     bounds: dict[str, Any] = {"analytic_bound_ns": lower_bound.bound_ns,
                               "solver_bound_ns": None, "time_unit_ns": None,
                               "solver_status": "not run"}
     proven = lower_bound.bound_ns
-    if solver == "cpsat" or (solver == "auto" and not initial
+    cpsat_takes_state = not initial or ops_schedule.mode == "resident"
+    if solver == "cpsat" or (solver == "auto" and cpsat_takes_state
                              and len(program.ops) <= AUTO_CPSAT_MAX_OPS):
         result = schedule_cpsat(program, target, ops_schedule.mode, hint=ops_schedule,
-                                time_limit_s=time_limit_s, deterministic=deterministic)
+                                time_limit_s=time_limit_s, deterministic=deterministic,
+                                initial=initial)
         bounds.update(solver_status=result.status, time_unit_ns=result.unit_ns)
         if result.unit_ns == 1:
             # Only an unscaled model's bound holds for the real durations.
@@ -196,6 +196,7 @@ def assemble_plan(
             elements=0 if isinstance(op, MvmOp) else op.elements,
             ops=0 if isinstance(op, MvmOp) else op.ops,
             layer=op.layer, latency_ns=cost.latency_ns, energy_pj=cost.energy_pj,
+            copies=op.copies if isinstance(op, MvmOp) else 1,
         ))
     weights = program.weight_matrices()
     tiles = {t.id: t for w in weights for t in w.tiles}
@@ -230,6 +231,7 @@ def compile_detailed(
     initial_state: Plan | str | Path | None = None,
     dedup_operators: bool = True,
     progress: bool = False,
+    duplicate: str | int = "off",
 ) -> CompileResult:
     """Compile a group and return the plan with the intermediate stages.
 
@@ -248,7 +250,8 @@ def compile_detailed(
         group, dedup = build_group_model(subnets, dedup_operators=dedup_operators)
         bar.update()
         bar.set_description("lower")
-        program = lower(group, resolved_target)
+        program = apply_duplication(lower(group, resolved_target), resolved_target,
+                                    duplicate, mode)
         bar.update()
         initial = None
         if initial_state is not None:
@@ -277,6 +280,7 @@ def compile(  # noqa: A001 - the public name mirrors the `enasa compile` command
     time_limit_s: float = 10.0,
     deterministic: bool = True,
     initial_state: Plan | str | Path | None = None,
+    duplicate: str | int = "off",
 ) -> Plan:
     """Compile a group of ONNX subnets into a crossbar mapping plan.
 
@@ -296,6 +300,9 @@ def compile(  # noqa: A001 - the public name mirrors the `enasa compile` command
             inputs give a byte-identical plan.
         initial_state: online mapping: a previous plan (or its file) on the same
             target; tiles it left in crossbars are used in place, not written again.
+        duplicate: weight duplication (:mod:`enasa_compiler.passes.duplicate`):
+            ``off``, ``auto`` (spare crossbars of a resident mapping go to the slowest
+            operators) or a number of copies for every crossbar operator.
 
     Raises:
         InputError: bad models, target or options (one line, safe to show users).
@@ -303,4 +310,4 @@ def compile(  # noqa: A001 - the public name mirrors the `enasa compile` command
     """
     return compile_detailed(models, target, solver=solver, mode=mode, batch=batch,
                             time_limit_s=time_limit_s, deterministic=deterministic,
-                            initial_state=initial_state).plan
+                            initial_state=initial_state, duplicate=duplicate).plan

@@ -10,12 +10,16 @@ schedule the validator accepts (resident or dynamic, OPS, CP-SAT or by hand):
 * digital units: the digital work spread perfectly over all units;
 * crossbar capacity: crossbar-time needed (computing on every tile, and writing every
   tile at least once) spread perfectly over all crossbars of the chip.
+
+Tiles already in place (online mapping: left in crossbars by the previous group's
+plan) need no write: they are released at time 0 and add no write work.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from enasa_compiler.ir import CrossbarProgram, MvmOp
@@ -38,11 +42,21 @@ class MakespanBound:
     capacity_ns: int
 
 
-def makespan_lower_bound(program: CrossbarProgram, target: Target) -> MakespanBound:
-    """Return a lower bound on the makespan of every valid schedule of ``program``."""
+def makespan_lower_bound(
+    program: CrossbarProgram, target: Target, in_place: Collection[str] = ()
+) -> MakespanBound:
+    """Return a lower bound on the makespan of every valid schedule of ``program``.
+
+    Args:
+        program: the lowered group.
+        target: the chip.
+        in_place: ids of tiles already in crossbars when the plan starts.
+
+    """
     latency: dict[str, int] = {}
     release: dict[str, int] = {}
-    program_ns = {t.id: program_cost(t, target).latency_ns
+    placed = set(in_place)
+    program_ns = {t.id: 0 if t.id in placed else program_cost(t, target).latency_ns
                   for w in program.weight_matrices() for t in w.tiles}
     for op in program.ops:
         latency[op.id] = operator_cost(op, target, program.batch).latency_ns

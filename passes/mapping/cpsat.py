@@ -11,7 +11,8 @@ schedule feasible in units stays feasible in nanoseconds):
   never overlap: its tiles are time-multiplexed;
 * digital operators: a cumulative resource of ``digital_units``;
 * resident mode: every tile is written at time 0, all crossbars in parallel (as OPS
-  does), and a crossbar operator starts after its tiles are written;
+  does), and a crossbar operator starts after its tiles are written; tiles already
+  in place (online mapping, ``initial``) keep their crossbar and are not written;
 * dynamic mode: each weight matrix is either *kept* (written once into free
   crossbars and held from the start of that write until its last user ends) or
   *rewritten* (written before each user and held until that user ends); the holds of
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 
 from ortools.sat.python import cp_model
 
+from enasa_compiler.errors import InputError
 from enasa_compiler.ir import CrossbarProgram, MvmOp
 from enasa_compiler.passes.mapping.ops import Schedule, resolve_mode
 from enasa_compiler.plan import ComputeEvent, Placement, ProgramEvent
@@ -89,8 +91,10 @@ class _Model:
     """Builds the CP-SAT model for one program, mode and time unit."""
 
     def __init__(self, program: CrossbarProgram, target: Target, mode: str, unit_ns: int,
-                 horizon: int) -> None:
+                 horizon: int, initial: dict[int, str] | None = None) -> None:
         self.program, self.target, self.mode = program, target, mode
+        self.initial = dict(initial or {})
+        in_place = set(self.initial.values())
         self.unit = unit_ns
         self.model = cp_model.CpModel()
         self.latency_ns = {
@@ -98,8 +102,10 @@ class _Model:
             for op in program.ops
         }
         self.matrices = program.weight_matrices()
-        self.program_ns = {w.id: max(program_cost(t, target).latency_ns for t in w.tiles)
-                           for w in self.matrices}
+        self.program_ns = {
+            w.id: max((program_cost(t, target).latency_ns for t in w.tiles
+                       if t.id not in in_place), default=0)
+            for w in self.matrices}
         m = self.model
         self.start: dict[str, cp_model.IntVar] = {}
         self.interval: dict[str, cp_model.IntervalVar] = {}
@@ -221,7 +227,8 @@ class _Model:
                                         placements))
         compute.extend(self.place_digital(start_ns))
         compute.sort(key=lambda e: (e.start_ns, index[e.op]))
-        return Schedule(self.mode, tuple(program_events), tuple(compute))
+        initial = tuple(Placement(t, c) for c, t in sorted(self.initial.items()))
+        return Schedule(self.mode, tuple(program_events), tuple(compute), initial)
 
     def place_tiles(
         self, solver: cp_model.CpSolver, start_ns: dict[str, int]
@@ -237,14 +244,19 @@ class _Model:
         homes: dict[tuple[str, str | None], int] = {}
         events: list[ProgramEvent] = []
         if self.mode == "resident":
-            crossbar = 0
+            for crossbar, tile_id in self.initial.items():
+                homes[(tile_id, None)] = crossbar
+            occupied = set(self.initial)
+            spare = (c for c in range(self.target.chip.crossbars) if c not in occupied)
             for matrix in self.matrices:
                 for tile in matrix.tiles:
+                    if (tile.id, None) in homes:
+                        continue  # already in place: used where it is
                     cost = program_cost(tile, self.target)
+                    crossbar = next(spare)
                     homes[(tile.id, None)] = crossbar
                     events.append(ProgramEvent(tile.id, crossbar, 0, cost.latency_ns,
                                                cost.energy_pj))
-                    crossbar += 1
             return homes, events
         # Dynamic: sweep the holds in time order; a crossbar is free again once the
         # hold it served has ended. The cumulative constraint guarantees enough.
@@ -305,6 +317,7 @@ def schedule_cpsat(
     deterministic: bool = True,
     unit_ns: int | None = None,
     seed: int = 0,
+    initial: dict[int, str] | None = None,
 ) -> CpSatResult:
     """Schedule ``program`` with CP-SAT, minimising the makespan.
 
@@ -319,9 +332,17 @@ def schedule_cpsat(
         deterministic: one worker, fixed seed, deterministic time limit.
         unit_ns: time unit; chosen by :func:`choose_time_unit` when None.
         seed: the solver's random seed.
+        initial: online mapping (crossbar -> tile of this program already there), as
+            OPS takes it; resident mode only.
+
+    Raises:
+        InputError: an initial state with dynamic mapping (not modeled).
 
     """
     resolved = resolve_mode(program, target, mode)
+    if initial and resolved != "resident":
+        raise InputError("the CP-SAT model takes an initial state in resident mode only; "
+                         "use --solver ops for dynamic mapping from a previous plan")
     durations = [
         operator_cost(op, target, program.batch).latency_ns
         for op in program.ops
@@ -334,7 +355,7 @@ def schedule_cpsat(
         horizon = math.ceil(hinted_end / unit) + len(program.ops) + len(writes) + 1
     else:
         horizon = sum(math.ceil(d / unit) for d in durations + writes) + 1
-    built = _Model(program, target, resolved, unit, horizon)
+    built = _Model(program, target, resolved, unit, horizon, initial)
     if hint is not None and hint.mode == resolved:
         built.hint(hint)
     solver = cp_model.CpSolver()
