@@ -68,6 +68,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--initial-state", type=Path, default=None, metavar="PREV_PLAN.json",
                    help="online mapping: start from the crossbar contents a previous plan "
                    "left; tiles already in place are not written again")
+    p.add_argument("--duplicate", default="off", metavar="auto|off|N",
+                   help="weight duplication: auto gives spare crossbars of a resident "
+                   "mapping to the slowest operators; N copies every crossbar operator's "
+                   "weights N times (default off)")
     _common(p)
 
     p = sub.add_parser("validate", help="check a plan; exit 1 if invalid")
@@ -89,6 +93,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="also run the quantized crossbar datapath (bit slices, bit-serial "
                    "inputs, ADC) and report top-1 agreement")
     p.add_argument("--limit", type=int, default=None, help="use the first N images")
+    p.add_argument("--breakdown", action="store_true",
+                   help="add the per-operator (per-layer) table: latency, read time, "
+                   "energy by component, leakage")
     _common(p)
 
     p = sub.add_parser("targets", help="list target presets")
@@ -131,7 +138,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                             batch=args.batch, time_limit_s=args.time_limit,
                             deterministic=not args.nondeterministic,
                             initial_state=args.initial_state,
-                            progress=_show_progress(args)).plan
+                            progress=_show_progress(args),
+                            duplicate=args.duplicate).plan
     plan.save(args.output)
     t = plan.totals
     dedup = plan.dedup
@@ -171,11 +179,13 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from enasa_compiler.plan import Plan
-    from enasa_compiler.report import cost_report, format_cost_report
+    from enasa_compiler.report import check_plan_target, cost_report, format_cost_report
     from enasa_compiler.validator import validate
 
     if args.execute:
         return _execute(args)
+    # A plan's embedded target is input like a target file: a bad one exits 2, named.
+    check_plan_target(Plan.load(args.plan), str(args.plan))
     # A report of a plan that does not hold together would be numbers about nothing.
     violations = validate(args.plan)
     if violations:
@@ -183,7 +193,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
               f"violations; first: {violations[0]}); see enasa validate", file=sys.stderr)
         return EXIT_CHECK_FAILED
     plan = Plan.load(args.plan)
-    report = cost_report(plan)
+    report = cost_report(plan, breakdown=args.breakdown)
     _emit(args, report, format_cost_report(report))
     return EXIT_OK
 

@@ -116,6 +116,9 @@ class MvmOp:
         macs: multiply-accumulates per image.
         layer: a layer key shared by operators of the same layer in different
             subnets (used by OPS to batch them).
+        copies: weight duplication: ``weights`` holds this many copies of the
+            operator's matrices, copy after copy (``copies * groups`` entries, equal
+            contents per copy); the input vectors are split evenly over the copies.
 
     """
 
@@ -128,13 +131,25 @@ class MvmOp:
     vectors_per_image: int
     macs: int
     layer: str = ""
+    copies: int = 1
 
     kind: OpKind = field(default=OpKind.MVM, init=False)
 
     @property
     def tiles(self) -> tuple[Tile, ...]:
-        """All tiles this operator needs at once."""
+        """All tiles this operator needs at once (every copy's)."""
         return tuple(t for w in self.weights for t in w.tiles)
+
+    @property
+    def base_weights(self) -> tuple[WeightMatrix, ...]:
+        """The matrices of one copy (one per conv group): what the operator computes.
+
+        A record whose weights do not split into ``copies`` equal parts (a corrupted
+        plan) is treated as one copy of all of them; the validator reports it.
+        """
+        if self.copies > 1 and len(self.weights) % self.copies == 0:
+            return self.weights[: len(self.weights) // self.copies]
+        return self.weights
 
 
 @dataclass(frozen=True)

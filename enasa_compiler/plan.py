@@ -61,6 +61,8 @@ class PlanOperator:
 
     ``weights`` names the weight matrices an MVM operator needs (all their tiles at
     once); digital operators have none. ``deps`` are the operators it waits for.
+    ``copies`` > 1 means weight duplication: ``weights`` lists that many copies of the
+    operator's matrices, copy after copy, and the input vectors are split over them.
     """
 
     id: str
@@ -78,6 +80,7 @@ class PlanOperator:
     layer: str
     latency_ns: int
     energy_pj: float
+    copies: int = 1
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ class Plan:
                 id=op.id, op_type=op.op_type, subnets=op.subnets, inputs=op.inputs,
                 outputs=op.outputs, weights=tuple(matrices[w] for w in op.weights),
                 vectors_per_image=op.vectors_per_image, macs=op.macs, layer=op.layer,
+                copies=op.copies,
             )
         return DigitalOp(
             id=op.id, op_type=op.op_type, subnets=op.subnets, inputs=op.inputs,
@@ -214,7 +218,8 @@ class Plan:
                  "outputs": list(o.outputs), "deps": list(o.deps), "weights": list(o.weights),
                  "macs": o.macs, "vectors_per_image": o.vectors_per_image,
                  "elements": o.elements, "ops": o.ops, "layer": o.layer,
-                 "latency_ns": o.latency_ns, "energy_pj": _round(o.energy_pj)}
+                 "latency_ns": o.latency_ns, "energy_pj": _round(o.energy_pj),
+                 "copies": o.copies}
                 for o in self.operators
             ],
             "schedule": {
@@ -293,7 +298,9 @@ def read_plan_json(path: str | Path) -> Any:
         raise InputError(f"cannot read plan file {path}: {exc}") from exc
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
+    except RecursionError as exc:
+        raise InputError(f"plan file {path} is not valid JSON: nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
         raise InputError(f"plan file {path} is not valid JSON: {exc}") from exc
 
 
@@ -318,6 +325,7 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
             macs=int(o["macs"]), vectors_per_image=int(o["vectors_per_image"]),
             elements=int(o["elements"]), ops=int(o["ops"]), layer=o["layer"],
             latency_ns=int(o["latency_ns"]), energy_pj=float(o["energy_pj"]),
+            copies=int(o["copies"]),
         )
         for o in data["operators"]
     )

@@ -1,11 +1,14 @@
-"""Cost reports of a plan: per plan, per subnet and per operator kind.
+"""Cost reports of a plan: per plan, per subnet, per operator kind and per component.
 
 A subnet's *latency* is the span from the group's first event to the end of the
 last operator serving it (what a user waiting for that subnet's answer sees). Its
 *energy* is given two ways: the energy of every operator it uses (what it would
 cost alone with this mapping) and the energy *attributed* to it, where a
 compute-shared operator's energy is split evenly among its subnets and writes are
-split evenly among all subnets; attributed energies add up to the plan's total.
+split evenly among all subnets; attributed energies add up to the plan's dynamic
+total. Leakage (static power over the makespan) is reported apart from dynamic
+energy, as NeuroSim does; :mod:`enasa_compiler.report_breakdown` adds the energy by
+component, the per-operator table and the chip's area and peak figures.
 """
 
 from __future__ import annotations
@@ -13,47 +16,97 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from enasa_compiler import report_breakdown as rb
 from enasa_compiler.ir import OpKind
 from enasa_compiler.plan import Plan
+from enasa_compiler.targets.target import Target, target_from_dict
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["cost_report", "format_cost_report"]
+__all__ = ["check_plan_target", "cost_report", "format_cost_report"]
+
+_OPS_PER_MAC = 2
 
 
-def cost_report(plan: Plan) -> dict[str, Any]:
-    """Summarise a plan's costs as JSON-ready data."""
+def check_plan_target(plan: Plan, where: str = "plan") -> Target:
+    """Parse a plan's embedded target.
+
+    Raises:
+        InputError: naming the offending field, as for a target file.
+
+    """
+    return target_from_dict(plan.target, origin=f"{where}: embedded target")
+
+
+def _subnet_rows(plan: Plan, origin_ns: int, crossbar_cells: int) -> list[dict[str, Any]]:
     ends = {e.op: e.end_ns for e in plan.compute}
-    starts = [e.start_ns for e in plan.compute] + [e.start_ns for e in plan.program]
-    origin_ns = min(starts) if starts else 0
+    busy = {e.op: (e.end_ns - e.start_ns) * len({p.crossbar for p in e.placements})
+            for e in plan.compute}
+    tiles = plan.tiles()
+    tiles_of = {w.id: w.tiles for w in plan.weights}
     group_size = len(plan.subnets)
     write_share = plan.totals.write_energy_pj / group_size if group_size else 0.0
-    subnets = []
+    chip = plan.target.get("chip", {}).get("crossbars", 0)
+    rows = []
     for info in plan.subnets:
         used = [op for op in plan.operators if info.index in op.subnets]
-        subnets.append({
+        latency_ns = max((ends[op.id] for op in used if op.id in ends),
+                         default=origin_ns) - origin_ns
+        held = {t.id for op in used for w in op.weights for t in tiles_of.get(w, ())}
+        rows.append({
             "index": info.index,
             "name": info.name,
             "operators": len(used),
             "shared_operators": sum(1 for op in used if len(op.subnets) > 1),
             "macs": sum(op.macs for op in used),
-            "latency_ns": max((ends[op.id] for op in used if op.id in ends),
-                              default=origin_ns) - origin_ns,
+            "latency_ns": latency_ns,
             "energy_pj": sum(op.energy_pj for op in used),
             "attributed_energy_pj": write_share + sum(op.energy_pj / len(op.subnets)
                                                       for op in used),
+            "utilization": (sum(busy.get(op.id, 0) for op in used) / (chip * latency_ns)
+                            if chip and latency_ns else 0.0),
+            "spatial_utilization": (sum(tiles[t].cells for t in held)
+                                    / (len(held) * crossbar_cells) if held else 0.0),
         })
+    return rows
+
+
+def cost_report(plan: Plan, *, breakdown: bool = False) -> dict[str, Any]:
+    """Summarise a plan's costs as JSON-ready data.
+
+    Args:
+        plan: a valid plan (its embedded target must parse).
+        breakdown: add ``operators``, one row per operator (per layer).
+
+    """
+    target = check_plan_target(plan)
+    starts = [e.start_ns for e in plan.compute] + [e.start_ns for e in plan.program]
+    origin_ns = min(starts) if starts else 0
+    group_size = len(plan.subnets)
     by_kind: dict[str, dict[str, float]] = {}
     for op in plan.operators:
         entry = by_kind.setdefault(op.kind.value, {"operators": 0, "energy_pj": 0.0})
         entry["operators"] += 1
         entry["energy_pj"] += op.energy_pj
+    components = rb.component_energy(plan, target)
+    leakage_pj = components["leakage"]
+    images = plan.batch * group_size
     totals = dict(plan.totals.__dict__)
     makespan_s = plan.totals.makespan_ns * 1e-9
-    totals["images_per_s"] = plan.batch * group_size / makespan_s if makespan_s else 0.0
-    totals["energy_per_image_pj"] = (plan.totals.energy_pj / (plan.batch * group_size)
-                                     if group_size else 0.0)
-    return {
+    total_pj = plan.totals.energy_pj + leakage_pj
+    ops = _OPS_PER_MAC * plan.totals.macs * plan.batch
+    totals.update(
+        leakage_energy_pj=leakage_pj,
+        total_energy_pj=total_pj,
+        write_share=plan.totals.write_energy_pj / total_pj if total_pj else 0.0,
+        images_per_s=images / makespan_s if makespan_s else 0.0,
+        group_runs_per_s=1 / makespan_s if makespan_s else 0.0,
+        energy_per_image_pj=plan.totals.energy_pj / images if images else 0.0,
+        total_energy_per_image_pj=total_pj / images if images else 0.0,
+        effective_tops=ops / plan.totals.makespan_ns / 1e3 if plan.totals.makespan_ns else 0.0,
+        effective_tops_per_w=ops / total_pj if total_pj else 0.0,  # ops/pJ = TOPS/W
+    )
+    report: dict[str, Any] = {
         "target": plan.target.get("name", "?"),
         "mode": plan.mode,
         "solver": plan.solver,
@@ -62,39 +115,58 @@ def cost_report(plan: Plan) -> dict[str, Any]:
         "dedup": dict(plan.dedup),
         "by_kind": by_kind,
         "mvm_operators": sum(1 for op in plan.operators if op.kind is OpKind.MVM),
+        "duplicated_operators": sum(1 for op in plan.operators if op.copies > 1),
         "bounds": dict(plan.bounds),
-        "subnets": subnets,
+        "subnets": _subnet_rows(plan, origin_ns, target.crossbar.cells),
+        "components_pj": components,
+        "shares": rb.shares(components),
+        "chip": rb.chip_summary(target),
     }
+    if breakdown:
+        report["operators"] = rb.operator_rows(plan, target)
+    return report
 
 
 def format_cost_report(report: dict[str, Any]) -> str:
-    """Render :func:`cost_report` as a plain-text table."""
+    """Render :func:`cost_report` as plain-text tables."""
     t = report["totals"]
     lines = [
         f"target {report['target']}, {report['mode']} mapping, solver {report['solver']}, "
         f"batch {report['batch']}",
         f"makespan        {t['makespan_ns'] / 1e3:12.2f} us",
-        f"energy          {t['energy_pj'] / 1e6:12.4f} uJ  (compute "
-        f"{t['compute_energy_pj'] / 1e6:.4f}, writes {t['write_energy_pj'] / 1e6:.4f})",
+        f"energy          {t['energy_pj'] / 1e6:12.4f} uJ  dynamic (compute "
+        f"{t['compute_energy_pj'] / 1e6:.4f}, writes {t['write_energy_pj'] / 1e6:.4f})"
+        f" + leakage {t['leakage_energy_pj'] / 1e6:.4f} = {t['total_energy_pj'] / 1e6:.4f} uJ",
+        f"write share     {t['write_share']:12.2%}  (cell programming / total energy)",
         f"cell writes     {t['cell_writes']:12d}",
-        f"crossbars used  {t['crossbars_used']:12d}",
+        f"crossbars used  {t['crossbars_used']:12d}"
+        + (f"  ({report['duplicated_operators']} operators with duplicated weights)"
+           if report.get("duplicated_operators") else ""),
         f"utilization     {t['utilization']:12.2%}  (of allocated crossbars "
         f"{t['allocated_utilization']:.2%}, spatial {t['spatial_utilization']:.2%})",
-        f"throughput      {t['images_per_s']:12.1f} subnet-images/s",
+        f"throughput      {t['images_per_s']:12.1f} subnet-images/s (FPS); "
+        f"{t['total_energy_per_image_pj'] / 1e6:.4f} uJ per image with leakage",
+        f"effective       {t['effective_tops']:12.4f} TOPS  "
+        f"({t['effective_tops_per_w']:.4f} TOPS/W with leakage)",
     ]
     bounds = report.get("bounds", {})
     if "lower_bound_ns" in bounds:
         lines.append(f"lower bound     {bounds['lower_bound_ns'] / 1e3:12.2f} us  (gap "
                      f"{bounds['gap']:.2%}; CP-SAT {bounds.get('solver_status', 'not run')})")
+    lines += rb.format_components(report["components_pj"], report["shares"])
+    lines += rb.format_chip(report["chip"])
     lines += [
         "",
         f"{'subnet':<14}{'ops':>6}{'shared':>8}{'MMACs':>10}{'latency us':>13}"
-        f"{'energy uJ':>12}{'attrib. uJ':>12}",
+        f"{'energy uJ':>12}{'attrib. uJ':>12}{'util.':>8}{'spatial':>9}",
     ]
     for s in report["subnets"]:
         lines.append(
             f"{s['name'][:13]:<14}{s['operators']:>6}{s['shared_operators']:>8}"
             f"{s['macs'] / 1e6:>10.2f}{s['latency_ns'] / 1e3:>13.2f}"
             f"{s['energy_pj'] / 1e6:>12.4f}{s['attributed_energy_pj'] / 1e6:>12.4f}"
+            f"{s['utilization']:>8.2%}{s['spatial_utilization']:>9.2%}"
         )
+    if "operators" in report:
+        lines += rb.format_breakdown(report["operators"])
     return "\n".join(lines)

@@ -49,6 +49,7 @@ from enasa_compiler._validator_checks import (
     quote_names,
 )
 from enasa_compiler.errors import InputError
+from enasa_compiler.ir import OpKind, WeightMatrix
 from enasa_compiler.plan import Plan, read_plan_json
 from enasa_compiler.plan_schema import check_schema
 from enasa_compiler.targets.cost import program_cost
@@ -272,7 +273,34 @@ def _check_bounds(plan: Plan) -> Iterator[Violation]:
         yield Violation(TOTALS, f"bounds.gap is {gap}, makespan and bound give {expected}")
 
 
+def _check_copies(index: PlanIndex) -> Iterator[Violation]:
+    """Check a duplicated operator's weights are ``copies`` identical sets of matrices."""
+    for op in index.ops.values():
+        if op.copies == 1:
+            continue
+        where = f"operator '{op.id}' has copies {op.copies}"
+        if op.kind is not OpKind.MVM or len(op.weights) % op.copies:
+            yield Violation(PLACEMENT, f"{where} but {len(op.weights)} weight matrices"
+                            + ("" if op.kind is OpKind.MVM else " and is not an MVM"))
+            continue
+        groups = len(op.weights) // op.copies
+        for position, weight_id in enumerate(op.weights[groups:], start=groups):
+            base, copy = (index.weights.get(op.weights[position % groups]),
+                          index.weights.get(weight_id))
+            if base is None or copy is None:
+                continue  # an unknown weight is reported by the reference check
+            if _layout(base) != _layout(copy):
+                yield Violation(PLACEMENT, f"{where}: weight '{copy.id}' is not a copy of "
+                                           f"'{base.id}' (other contents or tiling)")
+
+
+def _layout(matrix: WeightMatrix) -> tuple[object, ...]:
+    return (matrix.sha256, matrix.rows, matrix.cols, matrix.columns_per_weight,
+            tuple((t.row_start, t.row_stop, t.col_start, t.col_stop) for t in matrix.tiles))
+
+
 _SCHEDULE_CHECKS: tuple[Check, ...] = (
+    _check_copies,
     _check_double_booking, _check_dependencies, _check_programming, _check_durations,
     _check_totals,
 )
@@ -354,7 +382,9 @@ def _check_operators_against_models(
             yield Violation(MODELS, f"operator '{op.id}' serves subnets "
                                     f"{','.join(map(str, mine.subnets))} in the plan but "
                                     f"{subnets} in the models")
-        expected = [w.sha256 for w in op.weights] if isinstance(op, MvmOp) else []
+        # Weight duplication lists the models' matrices ``copies`` times over.
+        expected = ([w.sha256 for w in op.weights] * mine.copies if isinstance(op, MvmOp)
+                    else [])
         if [weight_sha.get(w) for w in mine.weights] != expected:
             yield Violation(MODELS, f"operator '{op.id}' uses other weights in the plan than "
                                     "in the models")

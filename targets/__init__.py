@@ -1,4 +1,4 @@
-"""ReRAM targets: typed target files, presets, the cost model and the functional executor.
+"""ReRAM targets: target files and presets, cost model, power/area sums, executor.
 
 The executor's names (``execute_plan`` and its helpers) are imported on first use, so
 importing the targets does not pay for onnxruntime.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from enasa_compiler.targets import area, power, throughput
 from enasa_compiler.targets.cost import EventCost, digital_cost, mvm_cost, program_cost
 from enasa_compiler.targets.target import Target, list_presets, load_target, target_from_dict
 
@@ -25,12 +26,15 @@ _EXECUTOR_NAMES = (
 __all__ = [
     "EventCost",
     "Target",
+    "area",
     "digital_cost",
     "list_presets",
     "load_target",
     "mvm_cost",
+    "power",
     "program_cost",
     "target_from_dict",
+    "throughput",
     *_EXECUTOR_NAMES,
 ]
 

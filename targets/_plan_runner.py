@@ -10,6 +10,7 @@ plan whose placements or programming are wrong cannot pass unnoticed.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -57,8 +58,9 @@ class PlanStructure:
             if op.id not in self.nodes:
                 raise ExecutionError(f"operator '{op.id}' has no node of that name in the "
                                      "group model")
-            for group, weight_id in enumerate(op.weights):
-                self.weight_source.setdefault(weight_id, (op.id, group))
+            groups = len(_copy_sets(op)[0]) if op.weights else 1
+            for position, weight_id in enumerate(op.weights):
+                self.weight_source.setdefault(weight_id, (op.id, position % groups))
         order = {op.id: i for i, op in enumerate(plan.operators)}
         unknown = [e.op for e in plan.compute if e.op not in order]
         if unknown:
@@ -162,7 +164,8 @@ class PlanRun:
     def mvm(self, op: PlanOperator, node: ir.Node, event: ComputeEvent,
             values: Mapping[str, np.ndarray]) -> np.ndarray:
         """Run a Conv/Gemm/MatMul through its tiles; bias and scaling added digitally."""
-        matrices = [self.structure.matrices[w] for w in op.weights]
+        copy_sets = [[self.structure.matrices[w] for w in ids] for ids in _copy_sets(op)]
+        matrices = copy_sets[0]
         x_value = node.inputs[0]
         assert x_value is not None
         x = values[x_value.name or ""]
@@ -175,8 +178,18 @@ class PlanRun:
                 bias = values[bias_value.name or ""]
 
         def multiply(vectors: np.ndarray, matrix: WeightMatrix) -> np.ndarray:
-            return self.numerics.multiply(name, matrix, vectors,
-                                          self.stored_tiles(op, event, matrix))
+            # Weight duplication: copy c of the matrix takes the c-th contiguous share
+            # of the vectors, as the cost model splits them.
+            group = matrices.index(matrix)
+            share = max(1, math.ceil(len(vectors) / len(copy_sets)))
+            parts = []
+            for c, copy_matrices in enumerate(copy_sets):
+                chunk = vectors[c * share:(c + 1) * share]
+                if len(chunk):
+                    copy = copy_matrices[group]
+                    parts.append(self.numerics.multiply(name, copy, chunk,
+                                                        self.stored_tiles(op, event, copy)))
+            return np.concatenate(parts, axis=0)
 
         if node.op_type == "Conv":
             weight = nm.constant_array(node.inputs[1])
@@ -273,3 +286,8 @@ def run_chunks(structure: PlanStructure, numerics: Numerics, digital: nm.Digital
             for s in plan.subnets]
 
 
+def _copy_sets(op: PlanOperator) -> list[tuple[str, ...]]:
+    """Split an operator's weight ids into its copies (one set when not duplicated)."""
+    copies = op.copies if op.copies > 1 and len(op.weights) % op.copies == 0 else 1
+    size = len(op.weights) // copies
+    return [op.weights[c * size:(c + 1) * size] for c in range(copies)]

@@ -3,22 +3,35 @@
 The model prices each event the mapping creates, so the mapper (which needs
 latencies to schedule) and the plan report (which sums energies) agree by
 construction, and the validator can re-derive every interval's minimum length.
+Every energy is a count of events times a per-event energy from the target's
+components (:mod:`enasa_compiler.targets.components`); ``docs/targets.md`` lists the
+formulas.
 
 Assumptions, stated once:
 
 * The tiles of one operator run in parallel on their crossbars, in lock step; the
-  operator takes as long as its slowest tile.
+  operator takes as long as its slowest tile. An operator with ``copies`` copies of
+  its weights (weight duplication) splits its input vectors evenly over the copies.
 * A read applies ``dac_bits`` of every input of one vector; ``ceil(a_bits/dac_bits)``
   reads per vector. Each read is sensed by the crossbar's ADCs, each serving
   ``cols_per_adc`` columns, so the conversions of one read are
-  ``ceil(cols_in_use / adcs_per_crossbar)`` deep.
-* Cell read energy uses the mean of the on and off conductances, every cell of the
-  tile conducting during the pulse: an upper bound that ignores input sparsity.
-* Partial sums of row blocks and bit slices are added by shift-add units
-  (per column read) and digital adders (per extra row block); every input and
-  output element of an operator crosses the buffer once at ``a_bits``.
+  ``ceil(cols_in_use / adcs_per_crossbar)`` deep. With ``serial`` sensing a read lasts
+  pulse + conversions; with ``overlapped`` sensing (ISAAC's pipeline) the longer of
+  the two.
+* Per read, every cell of the tile conducts (an upper bound that ignores input
+  sparsity), every row's DAC fires, every used column is sampled, converted and
+  shift-added once.
+* Partial sums of row blocks are added by digital adders (per extra row block and
+  logical column). Each crossbar reads its inputs from the PE's input register and
+  writes its outputs to the PE's output register; both cross the tile bus. Every input
+  and output element of an operator crosses the tile buffer once, and its outputs
+  cross the tile output register and one router hop, all at ``a_bits``.
+* Buffer and interconnect transfers overlap the crossbar reads: they cost energy, not
+  time. Static (leakage) power is charged over the makespan by the report, not per
+  event.
 * Programming writes one row at a time, all columns of the row in parallel, with
-  ``write_pulses_per_cell`` program-and-verify pulses per cell.
+  ``write_pulses_per_cell`` program-and-verify pulses per cell; each pulse is followed
+  by a verify read of the cell. The weight bits reach the PE over router and bus.
 
 Times are integer nanoseconds (rounded up) so plans compare exactly.
 """
@@ -35,17 +48,30 @@ from enasa_compiler.targets.target import Target
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ACCUMULATION",
+    "ARRAY",
+    "BUFFER",
+    "CONVERSION",
     "EventCost",
-    "tile_read_ns",
+    "INTERCONNECT",
+    "MvmEnergy",
     "digital_cost",
     "mvm_cost",
+    "mvm_energy",
     "operator_cost",
     "program_cost",
+    "read_cycle_ns",
+    "tile_read_ns",
 ]
 
-_PJ_PER_J = 1e12
-_S_PER_NS = 1e-9
 _BITS_PER_BYTE = 8
+
+# Breakdown keys, grouped the way NeuroSim reports them.
+ARRAY = ("cells",)
+CONVERSION = ("dac", "sample_hold", "adc")
+ACCUMULATION = ("shift_add", "accumulate")
+BUFFER = ("input_register", "output_register", "buffer", "tile_output_register")
+INTERCONNECT = ("bus", "router")
 
 
 @dataclass(frozen=True)
@@ -55,8 +81,11 @@ class EventCost:
     Attributes:
         latency_ns: interval length the schedule must give the event (rounded up).
         energy_pj: total dynamic energy.
-        breakdown_pj: energy per component (``cells``, ``dac``, ``adc``,
-            ``shift_add``, ``accumulate``, ``buffer``, ``digital``, ``write``).
+        breakdown_pj: energy per component: ``cells``, ``dac``, ``sample_hold``,
+            ``adc``, ``shift_add``, ``accumulate``, ``input_register``,
+            ``output_register``, ``buffer``, ``tile_output_register``, ``bus``,
+            ``router`` for crossbar work; ``digital``, ``buffer`` for digital work;
+            ``write``, ``verify``, ``bus``, ``router`` for programming.
         cell_writes: cells programmed (programming events only).
 
     """
@@ -67,49 +96,89 @@ class EventCost:
     cell_writes: int = 0
 
 
+@dataclass(frozen=True)
+class MvmEnergy:
+    """An MVM operator's energy by component and its exact (unrounded) duration.
+
+    Attributes:
+        breakdown_pj: as :attr:`EventCost.breakdown_pj`.
+        latency_ns: reads per copy times the slowest tile's read cycle.
+        read_ns: the part of ``latency_ns`` the read pulses take.
+        reads: crossbar reads per tile of one copy, over all copies.
+
+    """
+
+    breakdown_pj: dict[str, float]
+    latency_ns: float
+    read_ns: float
+    reads: int
+
+
 def _ceil_ns(value_ns: float) -> int:
     return max(1, math.ceil(value_ns - 1e-9))
 
 
-def _cell_read_energy_pj(target: Target) -> float:
-    xbar = target.crossbar
-    mean_conductance_s = (1.0 / xbar.r_on_ohm + 1.0 / xbar.r_off_ohm) / 2.0
-    joules = xbar.read_voltage_v**2 * mean_conductance_s * xbar.read_pulse_ns * _S_PER_NS
-    return joules * _PJ_PER_J
+def read_cycle_ns(phys_cols: int, target: Target) -> float:
+    """Length of one crossbar read with ``phys_cols`` columns in use, sensing included."""
+    conversions_deep = math.ceil(phys_cols / target.adcs_per_crossbar)
+    sensing_ns = conversions_deep * target.timing.adc_conversion_ns
+    if target.timing.sensing == "overlapped":
+        return max(target.crossbar.read_pulse_ns, sensing_ns)
+    return target.crossbar.read_pulse_ns + sensing_ns
 
 
 def tile_read_ns(tile: Tile, target: Target) -> float:
     """Latency of one crossbar read of this tile, sensing included."""
-    conversions_deep = math.ceil(tile.phys_cols / target.adcs_per_crossbar)
-    return target.crossbar.read_pulse_ns + conversions_deep * target.timing.adc_conversion_ns
+    return read_cycle_ns(tile.phys_cols, target)
+
+
+def _bytes(elements: int, target: Target) -> float:
+    return elements * target.precision.a_bits / _BITS_PER_BYTE
+
+
+def mvm_energy(op: MvmOp, target: Target, batch: int = 1) -> MvmEnergy:
+    """Price an MVM operator over ``batch`` images, by component, without rounding."""
+    base = op.base_weights
+    copies = len(op.weights) // len(base) if base else 1
+    tiles = tuple(t for w in base for t in w.tiles)
+    vectors = batch * op.vectors_per_image
+    reads_per_copy = math.ceil(vectors / copies) * target.input_cycles
+    slowest_ns = max(tile_read_ns(t, target) for t in tiles)
+    reads = vectors * target.input_cycles
+    e = target.energy
+    cells = sum(t.cells for t in tiles)
+    rows_driven = sum(t.phys_rows for t in tiles)
+    cols_sensed = sum(t.phys_cols for t in tiles)
+    tile_outputs = sum(t.col_stop - t.col_start for t in tiles)
+    extra_row_blocks = sum(len({(t.row_start, t.row_stop) for t in w.tiles}) - 1 for w in base)
+    logical_cols = sum(w.cols for w in base)
+    logical_rows = sum(w.rows for w in base)
+    register_in = vectors * _bytes(rows_driven, target)
+    register_out = vectors * _bytes(tile_outputs, target)
+    outputs = vectors * _bytes(logical_cols, target)
+    breakdown = {
+        "cells": reads * cells * e.read_pj_per_cell,
+        "dac": reads * rows_driven * e.dac_pj_per_row_read,
+        "sample_hold": reads * cols_sensed * e.sample_hold_pj_per_sample,
+        "adc": reads * cols_sensed * e.adc_pj_per_conversion,
+        "shift_add": reads * cols_sensed * e.shift_add_pj_per_column_read,
+        "accumulate": vectors * extra_row_blocks * logical_cols * e.digital_pj_per_op,
+        "input_register": register_in * e.input_register_pj_per_byte,
+        "output_register": register_out * e.output_register_pj_per_byte,
+        "buffer": (vectors * _bytes(logical_rows, target) + outputs) * e.buffer_pj_per_byte,
+        "tile_output_register": outputs * e.tile_output_register_pj_per_byte,
+        "bus": (register_in + register_out) * e.bus_pj_per_byte,
+        "router": outputs * e.router_pj_per_byte,
+    }
+    return MvmEnergy(breakdown, reads_per_copy * slowest_ns,
+                     reads_per_copy * target.crossbar.read_pulse_ns, reads)
 
 
 def mvm_cost(op: MvmOp, target: Target, batch: int = 1) -> EventCost:
     """Cost of running a crossbar operator over ``batch`` images."""
-    reads = batch * op.vectors_per_image * target.input_cycles
-    tiles = op.tiles
-    latency_ns = reads * max(tile_read_ns(t, target) for t in tiles)
-    energy = target.energy
-    cell_pj = _cell_read_energy_pj(target)
-    cells = sum(t.cells for t in tiles)
-    rows_driven = sum(t.phys_rows for t in tiles)
-    cols_sensed = sum(t.phys_cols for t in tiles)
-    vectors = batch * op.vectors_per_image
-    extra_row_blocks = sum(
-        len({(t.row_start, t.row_stop) for t in w.tiles}) - 1 for w in op.weights
-    )
-    logical_cols = sum(w.cols for w in op.weights)
-    logical_rows = sum(w.rows for w in op.weights)
-    bytes_moved = vectors * (logical_rows + logical_cols) * target.precision.a_bits
-    breakdown = {
-        "cells": reads * cells * cell_pj,
-        "dac": reads * rows_driven * energy.dac_pj_per_row_read,
-        "adc": reads * cols_sensed * energy.adc_pj_per_conversion,
-        "shift_add": reads * cols_sensed * energy.shift_add_pj_per_column_read,
-        "accumulate": vectors * extra_row_blocks * logical_cols * energy.digital_pj_per_op,
-        "buffer": bytes_moved / _BITS_PER_BYTE * energy.buffer_pj_per_byte,
-    }
-    return EventCost(_ceil_ns(latency_ns), sum(breakdown.values()), breakdown)
+    priced = mvm_energy(op, target, batch)
+    return EventCost(_ceil_ns(priced.latency_ns), sum(priced.breakdown_pj.values()),
+                     priced.breakdown_pj)
 
 
 def digital_cost(op: DigitalOp, target: Target, batch: int = 1) -> EventCost:
@@ -117,10 +186,10 @@ def digital_cost(op: DigitalOp, target: Target, batch: int = 1) -> EventCost:
     ops = batch * op.ops
     cycles = ops / target.chip.digital_ops_per_cycle
     latency_ns = cycles / target.clock_ghz
-    bytes_moved = batch * op.elements * (len(op.inputs) + 1) * target.precision.a_bits
+    moved = batch * op.elements * (len(op.inputs) + 1)
     breakdown = {
         "digital": ops * target.energy.digital_pj_per_op,
-        "buffer": bytes_moved / _BITS_PER_BYTE * target.energy.buffer_pj_per_byte,
+        "buffer": _bytes(moved, target) * target.energy.buffer_pj_per_byte,
     }
     return EventCost(_ceil_ns(latency_ns), sum(breakdown.values()), breakdown)
 
@@ -134,10 +203,19 @@ def operator_cost(op: MvmOp | DigitalOp, target: Target, batch: int = 1) -> Even
 
 def program_cost(tile: Tile, target: Target) -> EventCost:
     """Cost of writing one tile's weights into a crossbar (program and verify)."""
-    timing = target.timing
+    timing, xbar = target.timing, target.crossbar
     pulses_per_cell = timing.write_pulses_per_cell
     pulse_ns = timing.write_pulse_ns + timing.verify_read_ns
     latency_ns = tile.phys_rows * pulses_per_cell * pulse_ns
-    write_pj = tile.cells * pulses_per_cell * target.energy.write_pj_per_pulse
-    return EventCost(_ceil_ns(latency_ns), write_pj, {"write": write_pj},
+    pulses = tile.cells * pulses_per_cell
+    # A verify read of one cell lasts verify_read_ns instead of the read pulse.
+    verify_pj_per_cell = xbar.read_pj_per_cell * timing.verify_read_ns / xbar.read_pulse_ns
+    weight_bytes = tile.cells * xbar.cell_bits / _BITS_PER_BYTE
+    breakdown = {
+        "write": pulses * xbar.write_pj_per_pulse,
+        "verify": pulses * verify_pj_per_cell,
+        "bus": weight_bytes * target.tile.bus.pj_per_byte,
+        "router": weight_bytes * target.tile.router.pj_per_byte,
+    }
+    return EventCost(_ceil_ns(latency_ns), sum(breakdown.values()), breakdown,
                      cell_writes=tile.cells)

@@ -1,12 +1,19 @@
 """ReRAM targets as data: the typed target, preset files and user files.
 
-No hardware number lives in code: every figure the cost model and the mapper use
-comes from a target file, checked against ``target.schema.json`` (types, ranges,
-unknown keys) and then for consistency between fields. Errors name the field.
+No hardware number lives in code: every figure the cost model, the power and area
+sums and the mapper use comes from a target file, checked against
+``target.schema.json`` (types, ranges, units, unknown keys) and then for consistency
+between fields. Errors name the field by its path (``crossbar.read_pulse_ns``).
+
+The file describes the hierarchy chip -> tile -> PE -> crossbar (see
+:mod:`enasa_compiler.targets.components` and ``docs/targets.md``). ``chip.crossbars``
+is the capacity the mapper uses; the tile and PE counts follow from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import json
 import logging
@@ -20,79 +27,59 @@ import jsonschema
 
 from enasa_compiler.errors import InputError
 from enasa_compiler.ir import SignedScheme
+from enasa_compiler.targets import components as parts
+from enasa_compiler.targets.components import (
+    AdcSpec,
+    BusSpec,
+    ChipSpec,
+    CrossbarSpec,
+    DacSpec,
+    DigitalUnitSpec,
+    EnergySpec,
+    IoSpec,
+    PeSpec,
+    PrecisionSpec,
+    RegisterSpec,
+    RouterSpec,
+    SampleHoldSpec,
+    ShiftAddSpec,
+    TileSpec,
+    TimingSpec,
+)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "TARGET_VERSION",
+    "AdcSpec",
+    "BusSpec",
     "ChipSpec",
     "CrossbarSpec",
+    "DacSpec",
+    "DigitalUnitSpec",
     "EnergySpec",
+    "IoSpec",
+    "PeSpec",
     "PrecisionSpec",
+    "RegisterSpec",
+    "RouterSpec",
+    "SampleHoldSpec",
+    "ShiftAddSpec",
     "Target",
+    "TileSpec",
     "TimingSpec",
     "list_presets",
     "load_target",
     "target_from_dict",
 ]
 
+TARGET_VERSION = 2
 _MAX_TARGET_FILE_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class CrossbarSpec:
-    """One crossbar (subarray) and its cells."""
-
-    rows: int
-    cols: int
-    cell_bits: int
-    r_on_ohm: float
-    r_off_ohm: float
-    read_voltage_v: float
-    read_pulse_ns: float
-    write_voltage_v: float
-
-
-@dataclass(frozen=True)
-class ChipSpec:
-    """Chip-level resources: how many crossbars and digital vector units."""
-
-    crossbars: int
-    digital_units: int
-    digital_ops_per_cycle: int
-
-
-@dataclass(frozen=True)
-class PrecisionSpec:
-    """Data precisions and the periphery that converts between domains."""
-
-    w_bits: int
-    a_bits: int
-    dac_bits: int
-    adc_bits: int
-    cols_per_adc: int
-    signed_scheme: SignedScheme
-
-
-@dataclass(frozen=True)
-class TimingSpec:
-    """Latencies not implied by the crossbar's read pulse."""
-
-    adc_conversion_ns: float
-    write_pulse_ns: float
-    verify_read_ns: float
-    write_pulses_per_cell: int
-
-
-@dataclass(frozen=True)
-class EnergySpec:
-    """Per-event energies of the periphery, the digital units and programming."""
-
-    dac_pj_per_row_read: float
-    adc_pj_per_conversion: float
-    shift_add_pj_per_column_read: float
-    digital_pj_per_op: float
-    buffer_pj_per_byte: float
-    write_pj_per_pulse: float
+# Unit suffixes of the file's field names, for the hint when a value carries its unit.
+_UNITS = {"_ns": "ns", "_pj": "pJ", "_mw": "mW", "_mm2": "mm^2", "_ohm": "ohm", "_v": "V",
+          "_ghz": "GHz", "_nm": "nm", "_bytes": "bytes", "_per_cell": "pJ",
+          "_per_pulse": "pJ", "_per_conversion": "pJ", "_per_row_read": "pJ",
+          "_per_sample": "pJ", "_per_op": "pJ", "_per_byte": "pJ"}
 
 
 @dataclass(frozen=True)
@@ -112,12 +99,14 @@ class Target:
     technology_nm: float
     clock_ghz: float
     crossbar: CrossbarSpec
-    chip: ChipSpec
     precision: PrecisionSpec
     timing: TimingSpec
-    energy: EnergySpec
+    pe: PeSpec
+    tile: TileSpec
+    chip: ChipSpec
     sha256: str
 
+    # ---- geometry and precision ------------------------------------------------------
     @property
     def slices_per_weight(self) -> int:
         """Cells (adjacent columns) one ``w_bits`` weight is split into."""
@@ -130,6 +119,11 @@ class Target:
         return self.slices_per_weight * factor
 
     @property
+    def weights_per_crossbar_row(self) -> int:
+        """Logical weight columns one crossbar holds (its columns over the slices)."""
+        return self.crossbar.cols // self.columns_per_weight
+
+    @property
     def input_cycles(self) -> int:
         """Crossbar reads per input vector: activations applied ``dac_bits`` at a time."""
         return math.ceil(self.precision.a_bits / self.precision.dac_bits)
@@ -139,15 +133,57 @@ class Target:
         """ADCs serving one crossbar's columns."""
         return max(1, self.crossbar.cols // self.precision.cols_per_adc)
 
+    # ---- hierarchy -------------------------------------------------------------------
+    @property
+    def crossbars_per_tile(self) -> int:
+        """Crossbars in a full tile."""
+        return self.tile.pes_per_tile * self.pe.crossbars_per_pe
+
+    @property
+    def pes(self) -> int:
+        """PEs on the chip (the last one possibly part-populated)."""
+        return parts.count_above(self.chip.crossbars, self.pe.crossbars_per_pe)
+
+    @property
+    def tiles(self) -> int:
+        """Tiles on the chip (the last one possibly part-populated)."""
+        return parts.count_above(self.pes, self.tile.pes_per_tile)
+
+    @property
+    def routers(self) -> int:
+        """Routers on the chip, each shared by ``tile.router.tiles_per_router`` tiles."""
+        return parts.count_above(self.tiles, self.tile.router.tiles_per_router)
+
+    @property
+    def energy(self) -> EnergySpec:
+        """Every per-event energy of the hierarchy, as one flat record."""
+        pe, tile = self.pe, self.tile
+        return EnergySpec(
+            read_pj_per_cell=self.crossbar.read_pj_per_cell,
+            dac_pj_per_row_read=pe.dac.pj_per_row_read,
+            sample_hold_pj_per_sample=pe.sample_hold.pj_per_sample,
+            adc_pj_per_conversion=pe.adc.pj_per_conversion,
+            shift_add_pj_per_column_read=pe.shift_add.pj_per_op,
+            input_register_pj_per_byte=pe.input_register.pj_per_byte,
+            output_register_pj_per_byte=pe.output_register.pj_per_byte,
+            buffer_pj_per_byte=tile.buffer.pj_per_byte,
+            tile_output_register_pj_per_byte=tile.output_register.pj_per_byte,
+            bus_pj_per_byte=tile.bus.pj_per_byte,
+            router_pj_per_byte=tile.router.pj_per_byte,
+            digital_pj_per_op=self.chip.digital_unit.pj_per_op,
+            write_pj_per_pulse=self.crossbar.write_pj_per_pulse,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """Return the target in its file format (what :func:`target_from_dict` reads)."""
         data = asdict(self)
         data.pop("sha256")
         data["sources"] = list(self.sources)
         data["precision"]["signed_scheme"] = self.precision.signed_scheme.value
-        return {"format": "enasa-target", "version": 1, **data}
+        return {"format": "enasa-target", "version": TARGET_VERSION, **data}
 
 
+# ---- reading -------------------------------------------------------------------------
 def _schema() -> dict[str, Any]:
     text = resources.files("enasa_compiler.targets").joinpath("target.schema.json").read_text()
     schema: dict[str, Any] = json.loads(text)
@@ -159,26 +195,90 @@ def _field_path(error: jsonschema.ValidationError) -> str:
     return path or "(top level)"
 
 
-def _check_consistency(data: dict[str, Any]) -> None:
-    xbar, precision = data["crossbar"], data["precision"]
-    if xbar["r_on_ohm"] >= xbar["r_off_ohm"]:
+def _join(path: str, key: str) -> str:
+    return key if path == "(top level)" else f"{path}.{key}"
+
+
+def _unit_of(key: str) -> str | None:
+    return next((unit for suffix, unit in _UNITS.items() if key.endswith(suffix)), None)
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    """One line naming the offending field by path, with a hint where one helps."""
+    path = _field_path(error)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = list(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in known)
+        key = extra[0] if extra else "?"
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = (f"; did you mean '{close[0]}'?" if close
+                else f"; known keys: {', '.join(known)}")
+        return f"field {_join(path, key)}: unknown key '{key}'{hint}"
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else "?"
+        return f"field {_join(path, missing)}: {error.message}"
+    message = f"field {path}: {error.message}"
+    last = str(error.absolute_path[-1]) if error.absolute_path else ""
+    unit = _unit_of(last)
+    if isinstance(error.instance, str) and unit and error.validator == "type":
+        message += f" (give a plain number: the unit, {unit}, is in the field name)"
+    return message
+
+
+def _error_order(error: jsonschema.ValidationError) -> tuple[list[str], int]:
+    # An unknown key first: a misspelt field also shows up as a missing one.
+    return [str(p) for p in error.absolute_path], error.validator != "additionalProperties"
+
+
+def _check_consistency(target: Target) -> None:
+    xbar, precision = target.crossbar, target.precision
+    if xbar.r_on_ohm >= xbar.r_off_ohm:
         raise InputError("target field crossbar.r_on_ohm must be below crossbar.r_off_ohm")
-    if xbar["cols"] % precision["cols_per_adc"] != 0:
+    if xbar.cols % precision.cols_per_adc != 0:
         raise InputError("target field precision.cols_per_adc must divide crossbar.cols")
-    factor = 2 if precision["signed_scheme"] == "differential" else 1
-    columns_per_weight = math.ceil(precision["w_bits"] / xbar["cell_bits"]) * factor
-    if columns_per_weight > xbar["cols"]:
+    if target.columns_per_weight > xbar.cols:
         raise InputError(
-            f"target field crossbar.cols ({xbar['cols']}) is smaller than the "
-            f"{columns_per_weight} columns one weight needs"
+            f"target field crossbar.cols ({xbar.cols}) is smaller than the "
+            f"{target.columns_per_weight} columns one weight needs"
         )
-    if precision["dac_bits"] > precision["a_bits"]:
+    if precision.dac_bits > precision.a_bits:
         raise InputError("target field precision.dac_bits must not exceed precision.a_bits")
+    # A cell cannot draw more than its on-state current for the pulse: a value above
+    # that is almost always a unit slip (fJ for pJ, us for ns).
+    ceiling_pj = xbar.read_voltage_v**2 / xbar.r_on_ohm * xbar.read_pulse_ns * 1e3
+    if xbar.read_pj_per_cell > ceiling_pj * (1 + 1e-9):
+        raise InputError(
+            f"target field crossbar.read_pj_per_cell ({xbar.read_pj_per_cell} pJ) exceeds "
+            f"what a cell at r_on_ohm draws in one read pulse ({ceiling_pj:.4g} pJ): "
+            "check its unit")
 
 
-def _floats(section: dict[str, Any], unit_suffixes: tuple[str, ...]) -> dict[str, Any]:
-    """Make the physical quantities floats, so ``6000`` and ``6000.0`` give one target."""
-    return {k: float(v) if k.endswith(unit_suffixes) else v for k, v in section.items()}
+_SPEC_TYPES: dict[str, type] = {
+    cls.__name__: cls for cls in (
+        AdcSpec, BusSpec, ChipSpec, CrossbarSpec, DacSpec, DigitalUnitSpec, IoSpec, PeSpec,
+        PrecisionSpec, RegisterSpec, RouterSpec, SampleHoldSpec, ShiftAddSpec, TileSpec,
+        TimingSpec)
+}
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Build a spec dataclass from schema-checked data, nested specs included.
+
+    Fields typed ``float`` become floats, so ``6000`` and ``6000.0`` give one target
+    (and one hash).
+    """
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        value = data[f.name]
+        kind = str(f.type)
+        if kind in _SPEC_TYPES:
+            value = _build(_SPEC_TYPES[kind], value)
+        elif kind == "float":
+            value = float(value)
+        elif kind == "SignedScheme":
+            value = SignedScheme(value)
+        values[f.name] = value
+    return cls(**values)
 
 
 def target_from_dict(data: Any, *, origin: str = "target") -> Target:
@@ -188,27 +288,33 @@ def target_from_dict(data: Any, *, origin: str = "target") -> Target:
         InputError: naming the first offending field.
 
     """
+    if isinstance(data, dict) and data.get("version") == 1:
+        raise InputError(
+            f"{origin}: field version: target format version 1 (flat, no tile/PE "
+            f"hierarchy) is no longer read; this compiler reads version {TARGET_VERSION} "
+            "(see docs/targets.md)")
     validator = jsonschema.Draft202012Validator(_schema())
-    errors = sorted(validator.iter_errors(data), key=lambda e: list(e.absolute_path))
+    errors = sorted(validator.iter_errors(data), key=_error_order)
     if errors:
-        first = errors[0]
-        raise InputError(f"{origin}: field {_field_path(first)}: {first.message}")
-    _check_consistency(data)
-    precision = dict(data["precision"])
-    precision["signed_scheme"] = SignedScheme(precision["signed_scheme"])
+        raise InputError(f"{origin}: {_describe(errors[0])}")
     target = Target(
         name=data["name"],
         description=data.get("description", ""),
         sources=tuple(data.get("sources", ())),
         technology_nm=float(data["technology_nm"]),
         clock_ghz=float(data["clock_ghz"]),
-        crossbar=CrossbarSpec(**_floats(data["crossbar"], ("_ohm", "_v", "_ns"))),
-        chip=ChipSpec(**data["chip"]),
-        precision=PrecisionSpec(**precision),
-        timing=TimingSpec(**_floats(data["timing"], ("_ns",))),
-        energy=EnergySpec(**{k: float(v) for k, v in data["energy"].items()}),
+        crossbar=_build(CrossbarSpec, data["crossbar"]),
+        precision=_build(PrecisionSpec, data["precision"]),
+        timing=_build(TimingSpec, data["timing"]),
+        pe=_build(PeSpec, data["pe"]),
+        tile=_build(TileSpec, data["tile"]),
+        chip=_build(ChipSpec, data["chip"]),
         sha256="",
     )
+    try:
+        _check_consistency(target)
+    except InputError as exc:
+        raise InputError(f"{origin}: {exc}") from exc
     # Hash the typed form, so equal targets hash equally whatever the JSON spelling.
     canonical = json.dumps(target.to_dict(), sort_keys=True, separators=(",", ":"))
     return replace(target, sha256=hashlib.sha256(canonical.encode()).hexdigest())
@@ -251,6 +357,8 @@ def load_target(name_or_path: str | Path | Target) -> Target:
         origin = f"target file {path}"
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except RecursionError as exc:
+        raise InputError(f"{origin} is not valid JSON: nested too deeply") from exc
+    except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
         raise InputError(f"{origin} is not valid JSON: {exc}") from exc
     return target_from_dict(data, origin=origin)

@@ -90,7 +90,7 @@ def test_single_and_resident_follow_their_definitions(workload):
 
 def test_bench_cli_writes_table_json_and_plots(tmp_path, capsys):
     out = tmp_path / "bench"
-    code = main(["-q", "bench", "--quick", "--out", str(out), "--spaces", "spos",
+    code = main(["bench", "-q", "--quick", "--out", str(out), "--spaces", "spos",
                  "--generations", "2", "--group-size", "2", "--images", "2",
                  "--input-size", "32", "--scaling-groups", "1", "2"])
     assert code == 0
