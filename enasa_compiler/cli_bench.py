@@ -43,6 +43,8 @@ def add_bench_parser(
     parser.add_argument("-t", "--target", default=None, help="preset or target file")
     parser.add_argument("--solver", choices=["ops", "auto"], default=None,
                         help="ENASA flow's mapper (full: auto, quick: ops)")
+    parser.add_argument("--duplicate", default=None, metavar="off|auto|N",
+                        help="weight duplication for every modeled system (default auto)")
     parser.add_argument("--scaling-groups", type=int, nargs="+", default=None,
                         metavar="G", help="group sizes of the scaling curve")
     parser.add_argument("--no-scaling", action="store_true", help="skip the scaling curves")
@@ -62,7 +64,8 @@ def _config(args: argparse.Namespace, argv: list[str]) -> Any:
                         ("group_size", "group_size"), ("images", "images"),
                         ("input_size", "input_size"), ("target", "target"),
                         ("solver", "solver"), ("scaling_groups", "scaling_groups"),
-                        ("seed", "seed"), ("inputs", "inputs")):
+                        ("seed", "seed"), ("inputs", "inputs"),
+                        ("duplicate", "duplicate")):
         value = getattr(args, option)
         if value is not None:
             overrides[key] = tuple(value) if isinstance(value, list) else value

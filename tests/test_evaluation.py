@@ -18,6 +18,7 @@ from enasa_compiler.evaluation.workload import (
 from enasa_compiler.models.sampling import fixed_half
 from enasa_compiler.pipeline import compile_detailed
 from enasa_compiler.targets import load_target
+from enasa_compiler.targets.power import static_power_mw
 from enasa_compiler.validator import validate
 
 SPEC = WorkloadSpec("spos", generations=2, group_size=3, input_size=32, num_classes=10,
@@ -57,7 +58,12 @@ def test_enasa_totals_are_the_sum_of_its_validated_plans(workload):
     assert len(plans) == run.plans == 2
     assert all(validate(plan) == [] for plan in plans)
     assert run.time_s == pytest.approx(sum(p.totals.makespan_ns for p in plans) / 1e9)
-    assert run.energy_j == pytest.approx(sum(p.totals.energy_pj for p in plans) / 1e12)
+    static_mw = static_power_mw(target)
+    assert static_mw > 0
+    assert run.energy_j == pytest.approx(sum(p.totals.energy_pj + static_mw
+                                             * p.totals.makespan_ns for p in plans) / 1e12)
+    assert run.extra["leakage_j"] == pytest.approx(
+        static_mw * sum(p.totals.makespan_ns for p in plans) / 1e12)
     assert run.cell_writes == sum(p.totals.cell_writes for p in plans)
     # Online mapping: generation 1 starts from generation 0's crossbars.
     assert plans[1].initial

@@ -154,8 +154,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"({results['target']['crossbars']} crossbars).",
         "",
         "**Measured vs modeled.** (a), (b), (c) and the ablations are *modeled*: plans "
-        "made by this compiler for the target, priced by its cost model, every plan "
-        "validated. (d) is *measured*: onnxruntime wall time on this machine "
+        "made by this compiler for the target, priced by its cost model (dynamic energy "
+        "plus the chip's leakage over each run), every plan validated. (d) is *measured*: onnxruntime wall time on this machine "
         f"({results['machine']['platform']}); its energy is that time times an assumed "
         "power (see `config`/`host.json`), since this machine exposes no energy counters.",
         "",

@@ -21,6 +21,7 @@ from enasa_compiler.errors import InputError
 from enasa_compiler.inputs import read_npz
 from enasa_compiler.models.export import export_group
 from enasa_compiler.models.sampling import sample_shared_group
+from enasa_compiler.passes.duplicate import parse_duplicate
 from enasa_compiler.plan import Plan
 from enasa_compiler.targets import Target, load_target
 
@@ -57,6 +58,8 @@ class BenchConfig:
         target: preset name or target file for every modeled system.
         solver: ENASA flow's mapper (``ops`` or ``auto``: CP-SAT where it fits).
         time_limit_s: CP-SAT budget per group when the solver is ``auto``.
+        duplicate: weight duplication for every modeled system alike (``off``,
+            ``auto``: spare crossbars copy the slowest layers, or a copy count).
         seed: seeds weights, sampling and images.
         cpu_repeats: timed onnxruntime runs per subnet (median counts).
         ablations: run (a) with stage-wise, dedup and the OPS ranking switched off.
@@ -82,6 +85,7 @@ class BenchConfig:
     target: str = "neurosim-22nm"
     solver: str = "auto"
     time_limit_s: float = 2.0
+    duplicate: str = "auto"
     seed: int = 0
     cpu_repeats: int = 3
     ablations: bool = True
@@ -108,6 +112,7 @@ class BenchConfig:
             raise InputError("--scaling-groups must all be at least 1")
         if any(f <= 0 for f in self.capacity_factors):
             raise InputError("--capacity-factors must all be positive")
+        parse_duplicate(self.duplicate)
         if self.solver not in ("ops", "auto"):
             raise InputError(f"--solver must be ops or auto, got '{self.solver}'")
 
@@ -175,9 +180,11 @@ def _space(config: BenchConfig, space: str, target: Target, images: np.ndarray,
 
     with steps.step(f"{space}: (a) ENASA flow"):
         enasa = run_enasa(files, target, config.images, solver=config.solver,
-                          time_limit_s=config.time_limit_s, on_plan=keep_last)
+                          time_limit_s=config.time_limit_s, duplicate=config.duplicate,
+                          on_plan=keep_last)
     with steps.step(f"{space}: (b) and (c), one subnet at a time"):
-        single, resident = run_single_and_resident(files, target, config.images)
+        single, resident = run_single_and_resident(files, target, config.images,
+                                                   duplicate=config.duplicate)
     with steps.step(f"{space}: (d) onnxruntime on this machine"):
         cpu = measure_onnxruntime(files, images, repeats=config.cpu_repeats)
         gpu = measure_onnxruntime(files, images, provider="CUDAExecutionProvider",
@@ -192,16 +199,18 @@ def _space(config: BenchConfig, space: str, target: Target, images: np.ndarray,
             ablations.append(run_enasa(uniform_files, target, config.images,
                                        system="no-stagewise", label="(a) stage-wise off",
                                        solver=config.solver,
-                                       time_limit_s=config.time_limit_s))
+                                       time_limit_s=config.time_limit_s,
+                                       duplicate=config.duplicate))
         with steps.step(f"{space}: ablation, dedup off"):
             ablations.append(run_enasa(files, target, config.images, system="no-dedup",
                                        label="(a) dedup off", solver=config.solver,
                                        time_limit_s=config.time_limit_s,
-                                       dedup_operators=False))
+                                       dedup_operators=False,
+                                       duplicate=config.duplicate))
         with steps.step(f"{space}: ablation, OPS ranking off (FCFS)"):
             ablations.append(run_enasa(files, target, config.images, system="fcfs",
                                        label="(a) OPS -> first come, first served",
-                                       solver="fcfs"))
+                                       solver="fcfs", duplicate=config.duplicate))
     return {
         "archs": [[list(a) for a in g] for g in groups],
         "systems": [run.to_dict() for run in (enasa, *baselines)],
@@ -226,18 +235,20 @@ def _scaling(config: BenchConfig, space: str, target: Target, scratch: Path,
     by_group = []
     with steps.step(f"{space}: scaling with group size"):
         for size in sorted(set(config.scaling_groups)):
-            _, row = time_compile_stages(files[:size], target, batch=config.images)
+            _, row = time_compile_stages(files[:size], target, batch=config.images,
+                                         duplicate=config.duplicate)
             row.update(group_size=size, makespan_per_subnet_ns=row["makespan_ns"] / size)
             by_group.append(row)
     by_capacity = []
     with steps.step(f"{space}: scaling with chip capacity"):
         group = files[: config.capacity_group]
-        _, base = time_compile_stages(group, target, batch=config.images)
+        _, base = time_compile_stages(group, target, batch=config.images)  # no copies
         for factor in config.capacity_factors:
             crossbars = max(1, round(base["crossbars_needed"] * factor))
             try:
                 _, row = time_compile_stages(group, with_crossbars(target, crossbars),
-                                             batch=config.images)
+                                             batch=config.images,
+                                             duplicate=config.duplicate)
             except InputError as exc:  # below the largest operator: does not fit at all
                 row = {"error": str(exc)}
             row.update(capacity_factor=factor, crossbars=crossbars)

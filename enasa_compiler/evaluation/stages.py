@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from enasa_compiler.frontend import load_group
+from enasa_compiler.passes.duplicate import apply_duplication
 from enasa_compiler.passes.lower import lower
 from enasa_compiler.passes.mapping import crossbars_needed
 from enasa_compiler.pipeline import assemble_plan, build_group_model, map_program
@@ -24,7 +25,7 @@ STAGES = ("frontend", "passes", "lower", "mapping", "cost")
 
 def time_compile_stages(
     files: Sequence[Path], target: Target, *, mode: str = "auto", batch: int = 1,
-    solver: str = "ops",
+    solver: str = "ops", duplicate: str | int = "off",
 ) -> tuple[Plan, dict[str, Any]]:
     """Compile ``files`` stage by stage, timing each, and validate the plan.
 
@@ -41,7 +42,7 @@ def time_compile_stages(
     clock.append(time.perf_counter())
     group, dedup = build_group_model(subnets)
     clock.append(time.perf_counter())
-    program = lower(group, target)
+    program = apply_duplication(lower(group, target), target, duplicate, mode)
     clock.append(time.perf_counter())
     outcome = map_program(program, target, solver=solver, mode=mode)
     clock.append(time.perf_counter())

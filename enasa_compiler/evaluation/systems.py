@@ -30,6 +30,7 @@ from enasa_compiler.passes.mapping.online import TileKey, tile_key
 from enasa_compiler.pipeline import compile_detailed
 from enasa_compiler.plan import Plan
 from enasa_compiler.targets import Target
+from enasa_compiler.targets.power import static_power_mw
 from enasa_compiler.validator import validate
 
 __all__ = ["SystemRun", "plan_energy_pj", "run_enasa", "run_single_and_resident"]
@@ -121,9 +122,13 @@ class SystemRun:
         }
 
 
-def plan_energy_pj(plan: Plan) -> float:
-    """All the energy a plan's run costs: computation, writes and leakage."""
-    return float(plan.totals.energy_pj)
+def plan_energy_pj(plan: Plan, target: Target) -> float:
+    """All the energy a plan's run costs: computation, writes, and leakage.
+
+    The plan's totals hold the dynamic energy; the chip leaks ``static_power_mw``
+    for the whole makespan on top (1 mW for 1 ns is 1 pJ).
+    """
+    return float(plan.totals.energy_pj) + static_power_mw(target) * plan.totals.makespan_ns
 
 
 def _compute_span_ns(plan: Plan) -> int:
@@ -140,11 +145,15 @@ def _checked(plan: Plan, what: str) -> Plan:
     return plan
 
 
-def _add_plan(run: SystemRun, plan: Plan, chip_crossbars: int) -> None:
+def _add_plan(run: SystemRun, plan: Plan, target: Target) -> None:
     totals = plan.totals
+    chip_crossbars = target.chip.crossbars
     run.time_s += totals.makespan_ns / _NS_PER_S
     assert run.energy_j is not None and run.cell_writes is not None
-    run.energy_j += plan_energy_pj(plan) / _PJ_PER_J
+    run.energy_j += plan_energy_pj(plan, target) / _PJ_PER_J
+    run.extra["leakage_j"] = (run.extra.get("leakage_j", 0.0)
+                              + static_power_mw(target) * totals.makespan_ns / _PJ_PER_J)
+    run.extra["write_j"] = run.extra.get("write_j", 0.0) + totals.write_energy_pj / _PJ_PER_J
     run.cell_writes += totals.cell_writes
     run.busy_crossbar_ns += totals.busy_crossbar_ns
     run.crossbar_ns += chip_crossbars * totals.makespan_ns
@@ -165,6 +174,7 @@ def run_enasa(
     time_limit_s: float = 2.0,
     dedup_operators: bool = True,
     online: bool = True,
+    duplicate: str | int = "off",
     on_plan: PlanHook | None = None,
 ) -> SystemRun:
     """Run (a) or one of its ablations: one group per generation, chained state."""
@@ -176,9 +186,9 @@ def run_enasa(
         plan = compile_detailed(
             files, target, solver=solver, batch=images, time_limit_s=time_limit_s,
             initial_state=previous if online else None,
-            dedup_operators=dedup_operators).plan
+            dedup_operators=dedup_operators, duplicate=duplicate).plan
         run.compile_s += time.perf_counter() - started
-        _add_plan(run, _checked(plan, label), target.chip.crossbars)
+        _add_plan(run, _checked(plan, label), target)
         if on_plan is not None:
             on_plan(system, plan)
         previous = plan
@@ -192,6 +202,7 @@ def run_single_and_resident(
     target: Target,
     images: int,
     *,
+    duplicate: str | int = "off",
     on_plan: PlanHook | None = None,
 ) -> tuple[SystemRun, SystemRun]:
     """Run (b) and (c) from the same per-subnet plans.
@@ -210,23 +221,20 @@ def run_single_and_resident(
     for files in generations:
         for path in files:
             started = time.perf_counter()
-            plan = _checked(compile_detailed([path], target, batch=images).plan,
-                            single.label)
+            plan = _checked(compile_detailed([path], target, batch=images,
+                                             duplicate=duplicate).plan, single.label)
             elapsed = time.perf_counter() - started
             single.compile_s += elapsed
             resident.compile_s += elapsed
-            _add_plan(single, plan, chip)
+            _add_plan(single, plan, target)
             if on_plan is not None:
                 on_plan("single", plan)
             span_ns = _compute_span_ns(plan)
             totals = plan.totals
-            leakage_pj = (plan_energy_pj(plan) - totals.compute_energy_pj
-                          - totals.write_energy_pj)
-            leak_share = span_ns / totals.makespan_ns if totals.makespan_ns else 0.0
             resident.time_s += span_ns / _NS_PER_S
             assert resident.energy_j is not None
             resident.energy_j += (totals.compute_energy_pj
-                                  + leakage_pj * leak_share) / _PJ_PER_J
+                                  + static_power_mw(target) * span_ns) / _PJ_PER_J
             resident.busy_crossbar_ns += totals.busy_crossbar_ns
             resident.crossbar_ns += chip * span_ns
             resident.allocated_crossbar_ns += totals.crossbars_used * span_ns
@@ -244,7 +252,8 @@ def run_single_and_resident(
     longest_ns = max((w[0] for w in writes.values()), default=0)
     resident.time_s += waves * longest_ns / _NS_PER_S
     assert resident.energy_j is not None
-    resident.energy_j += sum(w[1] for w in writes.values()) / _PJ_PER_J
+    resident.energy_j += (sum(w[1] for w in writes.values())
+                          + static_power_mw(target) * waves * longest_ns) / _PJ_PER_J
     resident.cell_writes = sum(w[2] for w in writes.values())
     resident.extra["distinct_tiles"] = len(writes)
     resident.extra["fits_resident"] = len(writes) <= chip
