@@ -151,11 +151,13 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"subnets, full-size supernet ({config['input_size']}x{config['input_size']}, "
         f"{config['num_classes']} classes, seeded random weights), each subnet evaluated "
         f"on the same {config['images']} images. Target: `{results['target']['name']}` "
-        f"({results['target']['crossbars']} crossbars).",
+        f"({results['target']['crossbars']} crossbars). Weight duplication "
+        f"`{config['duplicate']}` and solver `{config['solver']}` for the modeled flows.",
         "",
         "**Measured vs modeled.** (a), (b), (c) and the ablations are *modeled*: plans "
         "made by this compiler for the target, priced by its cost model (dynamic energy "
-        "plus the chip's leakage over each run), every plan validated. (d) is *measured*: onnxruntime wall time on this machine "
+        "plus the chip's leakage over each run), every plan validated. (d) is "
+        "*measured*: onnxruntime wall time on this machine "
         f"({results['machine']['platform']}); its energy is that time times an assumed "
         "power (see `config`/`host.json`), since this machine exposes no energy counters.",
         "",

@@ -67,7 +67,8 @@ class BenchConfig:
         scaling_groups: group sizes of the scaling curve.
         capacity_factors: chip sizes of the capacity curve, as multiples of the
             crossbars the scaling group needs.
-        capacity_group: group size of the capacity curve.
+        capacity_group: group size of the capacity curve (default: the largest
+            scaling group size up to 16).
         inputs: optional ``.npz`` with ``images`` (N x 3 x S x S) to use instead of
             seeded random images.
         progress: show a progress bar.
@@ -92,7 +93,7 @@ class BenchConfig:
     scaling_spaces: tuple[str, ...] = SPACES
     scaling_groups: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     capacity_factors: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
-    capacity_group: int = 16
+    capacity_group: int | None = None
     inputs: Path | None = None
     progress: bool = True
     command: str = ""
@@ -103,7 +104,7 @@ class BenchConfig:
         for space in self.spaces + self.scaling_spaces:
             if space not in SPACES:
                 raise InputError(f"unknown space '{space}' (choose from {', '.join(SPACES)})")
-        for name in ("generations", "group_size", "images", "cpu_repeats", "capacity_group"):
+        for name in ("generations", "group_size", "images", "cpu_repeats"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1")
         if self.input_size < 32 or self.input_size % 32:
@@ -121,8 +122,7 @@ def quick_config(out: Path, **overrides: Any) -> BenchConfig:
     """Return the ``--quick`` settings: the comparison in minutes on two cores."""
     settings: dict[str, Any] = dict(
         out=out, generations=2, group_size=4, images=4, solver="ops", cpu_repeats=2,
-        scaling_spaces=("spos",), scaling_groups=(1, 2, 4, 8), capacity_factors=(0.5, 1.0),
-        capacity_group=4)
+        scaling_spaces=("spos",), scaling_groups=(1, 2, 4, 8), capacity_factors=(0.5, 1.0))
     settings.update(overrides)
     return BenchConfig(**settings)
 
@@ -224,7 +224,9 @@ def _space(config: BenchConfig, space: str, target: Target, images: np.ndarray,
 
 def _scaling(config: BenchConfig, space: str, target: Target, scratch: Path,
              steps: _Steps) -> dict[str, Any]:
-    largest = max(max(config.scaling_groups), config.capacity_group)
+    capacity_group = config.capacity_group or max(
+        [g for g in config.scaling_groups if g <= 16] or [min(config.scaling_groups)])
+    largest = max(max(config.scaling_groups), capacity_group)
     spec = WorkloadSpec(space, 1, largest, config.input_size, config.num_classes,
                         config.seed)
     with steps.step(f"{space}: scaling, export {largest} subnets"):
@@ -241,7 +243,7 @@ def _scaling(config: BenchConfig, space: str, target: Target, scratch: Path,
             by_group.append(row)
     by_capacity = []
     with steps.step(f"{space}: scaling with chip capacity"):
-        group = files[: config.capacity_group]
+        group = files[:capacity_group]
         _, base = time_compile_stages(group, target, batch=config.images)  # no copies
         for factor in config.capacity_factors:
             crossbars = max(1, round(base["crossbars_needed"] * factor))
@@ -254,7 +256,7 @@ def _scaling(config: BenchConfig, space: str, target: Target, scratch: Path,
             row.update(capacity_factor=factor, crossbars=crossbars)
             by_capacity.append(row)
     return {"group_size": by_group, "capacity": by_capacity,
-            "capacity_group": config.capacity_group}
+            "capacity_group": capacity_group}
 
 
 def run_evaluation(config: BenchConfig) -> dict[str, Any]:
