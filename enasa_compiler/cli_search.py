@@ -2,9 +2,12 @@
 
 Kept apart from :mod:`enasa_compiler.cli` so that the compiler's commands do not import
 torch: :func:`add_search_parsers` registers the two subcommands on the main parser, and
-:func:`run_search` / :func:`run_train` run them. User errors are raised as
-:class:`~enasa_compiler.errors.InputError`, which the main CLI prints as one line with
-exit code 2.
+:func:`run_search` / :func:`run_train` run them. ``search`` runs its groups on the
+executor ``--executor`` names (in process, or Ray) and ``--resume DIR`` continues a
+search from the checkpoint it keeps in its output folder; a search that trains its own
+supernet saves it there too, so that a resumed one scores with the same weights. User
+errors are raised as :class:`~enasa_compiler.errors.InputError`, which the main CLI
+prints as one line with exit code 2.
 """
 
 from __future__ import annotations
@@ -30,6 +33,11 @@ VAL_FRACTION = 0.2
 sees the images ``search`` scores on."""
 _SPLIT_SEED = 0
 _STRATEGIES = ("uniform", "fair", "stagewise", "evolution")
+EXECUTORS = ("inprocess", "ray")  # models.executors.EXECUTORS, without importing torch
+_SEARCH_DEFAULTS = {"strategy": "stagewise", "generations": 4, "group_size": 8,
+                    "groups_per_generation": 1, "online": False, "seed": 0,
+                    "target": "neurosim-22nm", "epochs": DEFAULT_EPOCHS, "input_size": 32}
+_SUPERNET_FILE = "supernet.pt"  # where search keeps the supernet it trained, for --resume
 
 
 def _stage_repeats(text: str) -> tuple[int, ...]:
@@ -49,7 +57,7 @@ def _add_model_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
                         help="search space (default spos)")
     parser.add_argument("--width", type=float, default=0.25 if defaults else None,
                         help="channel width multiplier (default 0.25)")
-    parser.add_argument("--input-size", type=int, default=32,
+    parser.add_argument("--input-size", type=int, default=32 if defaults else None,
                         help="image side, a multiple of 32 (default 32)")
     parser.add_argument("--stage-repeats", type=_stage_repeats, default=None,
                         help="SPOS choice layers per stage, e.g. 1,1,2,1 (default 4,4,8,4)")
@@ -70,22 +78,33 @@ def add_search_parsers(
 
     """
     p = subparsers.add_parser("search", help="evolutionary search, each generation "
-                              "compiled as one group")
+                              "compiled as groups")
     _add_model_options(p, defaults=False)
-    p.add_argument("--strategy", choices=_STRATEGIES, default="stagewise",
+    # Options that shape results default to None so that --resume can tell what was given.
+    p.add_argument("--strategy", choices=_STRATEGIES, default=None,
                    help="uniform/fair: random groups; evolution: SPOS; stagewise: ENASA "
                    "(default)")
-    p.add_argument("--generations", type=int, default=4, help="groups to evaluate (4)")
-    p.add_argument("--group-size", type=int, default=8, help="subnets per group (8)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True,
-                   help="folder for history.json, best.json and each generation's files")
+    p.add_argument("--generations", type=int, default=None,
+                   help="generations to evaluate (4); with --resume, may extend the search")
+    p.add_argument("--group-size", type=int, default=None, help="subnets per group (8)")
+    p.add_argument("--groups-per-generation", type=int, default=None,
+                   help="independent groups per generation, run in parallel by --executor "
+                   "ray (1)")
+    p.add_argument("--online", action="store_true", default=None,
+                   help="start each group from the crossbars of the same group of the "
+                   "previous generation (online mapping)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the search (0)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="folder for history.json, best.json, the checkpoint and each "
+                   "generation's files")
+    p.add_argument("--resume", type=Path, default=None, metavar="DIR",
+                   help="continue the search whose checkpoint is in DIR")
     p.add_argument("--supernet", type=Path, default=None,
                    help="checkpoint from train-supernet (default: train one first)")
-    p.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
+    p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs of the supernet trained without --supernet "
                    f"({DEFAULT_EPOCHS})")
-    p.add_argument("-t", "--target", default="neurosim-22nm",
+    p.add_argument("-t", "--target", default=None,
                    help="target preset name or file (default neurosim-22nm)")
     p.add_argument("--max-latency-ns", type=float, default=None,
                    help="subnets slower than this in their group's plan are infeasible")
@@ -93,6 +112,15 @@ def add_search_parsers(
                    help="never evaluate subnets with more MACs per image")
     p.add_argument("--top-k", type=int, default=None,
                    help="parents kept by evolution (default half the group)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch/onnxruntime threads per group (default torch's); results "
+                   "depend on it, so compare runs with the same value")
+    p.add_argument("--executor", choices=EXECUTORS, default="inprocess",
+                   help="where groups run: here (inprocess, default) or on Ray")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (default: start a local one)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="CPUs of the local Ray cluster (default: the machine's)")
     common(p)
 
     p = subparsers.add_parser("train-supernet", help="train a supernet on images")
@@ -174,8 +202,9 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _supernet_for_search(args: argparse.Namespace) -> Any:
-    from enasa_compiler.models.checkpoint import load_checkpoint
+def _supernet_for_search(args: argparse.Namespace, out: Path) -> Any:
+    """Return (supernet, config, (train, val), where the checkpoint is) for a new search."""
+    from enasa_compiler.models.checkpoint import load_checkpoint, save_checkpoint
 
     if args.supernet is None:
         space = args.space or "spos"
@@ -186,37 +215,123 @@ def _supernet_for_search(args: argparse.Namespace) -> Any:
         print(f"enasa search: no --supernet given; training a {space} supernet (width "
               f"{width}, {args.epochs} epochs) on {source} first", file=sys.stderr)
         supernet, config, _, split = _train(args, space, width, "spos")
-        return supernet, config, split
+        save_checkpoint(out / _SUPERNET_FILE, supernet, config)
+        return supernet, config, split, _SUPERNET_FILE
     supernet, config = load_checkpoint(args.supernet)
     for option, wanted, have in (("--space", args.space, config.space),
                                  ("--width", args.width, config.width_mult)):
         if wanted is not None and wanted != have:
             raise InputError(f"{option} {wanted} does not match the checkpoint's {have}")
     train, val = _load_data(args.data, config.input_size)
-    return supernet, config, (train, val)
+    return supernet, config, (train, val), str(args.supernet.resolve())
+
+
+def _new_search(args: argparse.Namespace) -> tuple[Any, ...]:
+    from enasa_compiler.models.search import SearchConfig
+
+    if args.out is None:
+        raise InputError("give --out DIR for a new search, or --resume DIR")
+    for name, value in _SEARCH_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    config = SearchConfig(strategy=args.strategy, generations=args.generations,
+                          group_size=args.group_size, seed=args.seed, top_k=args.top_k,
+                          max_macs=args.max_macs, max_latency_ns=args.max_latency_ns,
+                          target=args.target,
+                          groups_per_generation=args.groups_per_generation,
+                          online=args.online, threads=args.threads)
+    out = Path(args.out)
+    supernet, supernet_config, split, origin = _supernet_for_search(args, out)
+    data = None if args.data is None else str(Path(args.data).resolve())
+    inputs = {"supernet": origin, "data": data}
+    return config, out, supernet, supernet_config, split, inputs
+
+
+def _check_unchanged(args: argparse.Namespace, saved: dict[str, Any],
+                     supernet: dict[str, Any], inputs: dict[str, Any], out: Path) -> None:
+    """Refuse options given with --resume that differ from the search being resumed."""
+    data = None if args.data is None else str(Path(args.data).resolve())
+    checkpoint = None if args.supernet is None else str(Path(args.supernet).resolve())
+    given = {
+        "--strategy": (args.strategy, saved["strategy"]),
+        "--group-size": (args.group_size, saved["group_size"]),
+        "--groups-per-generation": (args.groups_per_generation,
+                                    saved["groups_per_generation"]),
+        "--online": (args.online, saved["online"]),
+        "--seed": (args.seed, saved["seed"]),
+        "--target": (args.target, saved["target"]),
+        "--max-latency-ns": (args.max_latency_ns, saved["max_latency_ns"]),
+        "--max-macs": (args.max_macs, saved["max_macs"]),
+        "--top-k": (args.top_k, saved["top_k"]),
+        "--threads": (args.threads, saved["threads"]),
+        "--space": (args.space, supernet["space"]),
+        "--width": (args.width, supernet["width_mult"]),
+        "--input-size": (args.input_size, supernet["input_size"]),
+        "--stage-repeats": (None if args.stage_repeats is None else list(args.stage_repeats),
+                            supernet["stage_repeats"]),
+        "--epochs": (args.epochs, supernet["epochs"]),
+        "--data": (data, inputs.get("data")),
+        "--supernet": (checkpoint, str((out / inputs["supernet"]).resolve())),
+    }
+    for option, (value, have) in given.items():
+        if value is not None and value != have:
+            raise InputError(f"{option} {value} differs from the search being resumed "
+                             f"({have}); leave it out to resume")
+
+
+def _resumed_search(args: argparse.Namespace) -> tuple[Any, ...]:
+    from enasa_compiler.models.checkpoint import load_checkpoint
+    from enasa_compiler.models.search import SearchConfig, read_checkpoint
+
+    out = Path(args.resume)
+    if args.out is not None and Path(args.out).resolve() != out.resolve():
+        raise InputError("--resume continues in its own folder; leave --out out")
+    state = read_checkpoint(out)
+    inputs = state["inputs"]
+    if not isinstance(inputs, dict) or not isinstance(inputs.get("supernet"), str):
+        raise InputError(f"{out}: the checkpoint does not say where its supernet is")
+    saved = dict(state["config"])
+    supernet, supernet_config = load_checkpoint(out / inputs["supernet"])
+    _check_unchanged(args, saved, supernet_config.to_dict(), inputs, out)
+    if args.generations is not None:
+        saved["generations"] = args.generations
+    try:
+        config = SearchConfig(**saved)
+    except TypeError as exc:
+        raise InputError(f"{out}: checkpoint config does not fit this version ({exc})") \
+            from exc
+    data = inputs.get("data")
+    split = _load_data(None if data is None else Path(data), supernet_config.input_size)
+    return config, out, supernet, supernet_config, split, inputs
 
 
 def run_search(args: argparse.Namespace) -> int:
     """Run ``enasa search``; return the exit code."""
     from enasa_compiler.atomic import write_atomic
-    from enasa_compiler.models.search import SearchConfig, search
+    from enasa_compiler.models.executors import make_executor
+    from enasa_compiler.models.search import search
 
-    config = SearchConfig(strategy=args.strategy, generations=args.generations,
-                          group_size=args.group_size, seed=args.seed, top_k=args.top_k,
-                          max_macs=args.max_macs, max_latency_ns=args.max_latency_ns,
-                          target=args.target)
-    supernet, supernet_config, (train, val) = _supernet_for_search(args)
-    out = Path(args.out)
-    result = search(supernet, train, val, config, out_dir=out, progress=_progress(args))
-    header = {"supernet": supernet_config.to_dict(), "search": result.config,
-              "seconds": result.seconds}
+    resume = args.resume is not None
+    if args.executor != "ray" and (args.address is not None or args.workers is not None):
+        raise InputError("--address and --workers apply to --executor ray only")
+    config, out, supernet, supernet_config, (train, val), inputs = (
+        _resumed_search(args) if resume else _new_search(args))
+    executor = make_executor(args.executor, address=args.address, workers=args.workers)
+    try:
+        result = search(supernet, train, val, config, out_dir=out, progress=_progress(args),
+                        executor=executor, resume=resume, inputs=inputs)
+    finally:
+        executor.close()
+    # No timing here: the same seed gives the same bytes, on any executor, resumed or not.
+    header = {"supernet": supernet_config.to_dict(), "search": result.config}
     write_atomic(out / "history.json",
                  json.dumps({**header, "history": result.history}, indent=1) + "\n")
     write_atomic(out / "best.json", json.dumps({**header, "best": result.best}, indent=1)
                  + "\n")
     best = result.best
-    text = (f"searched {len(result.history)} subnets ({args.strategy}) in "
-            f"{result.seconds:.0f} s; wrote {out / 'history.json'} and {out / 'best.json'}")
+    text = (f"searched {len(result.history)} subnets ({config.strategy}, "
+            f"{executor.name} executor) in {result.seconds:.0f} s; wrote "
+            f"{out / 'history.json'} and {out / 'best.json'}")
     if best is None:
         text += "; no subnet met the latency limit"
     else:
@@ -224,5 +339,6 @@ def run_search(args: argparse.Namespace) -> int:
                  f"{best['latency_ns'] / 1e3:.1f} us, energy "
                  f"{best['energy_pj'] / 1e6:.3f} uJ, group dedup "
                  f"{best['group_dedup_node_ratio']:.2f}x")
-    _print(args, {"history": str(out / "history.json"), "best": best}, text)
+    _print(args, {"history": str(out / "history.json"), "best": best,
+                  "seconds": result.seconds, "executor": executor.name}, text)
     return 0

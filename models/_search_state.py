@@ -4,19 +4,29 @@
 for :func:`~.search.search`: uniform or strict-fair draws, SPOS's evolution (mutation
 and crossover of the top-k parents) or ENASA's stage-wise children, never repeating an
 evaluated architecture nor one over the MAC budget.
+
+Between generations the state is its history and the state of its one random source (a
+``random.Random``; the search draws from nothing else), so :meth:`SearchState.to_dict`
+and :meth:`SearchState.restore` save and rebuild it exactly, as JSON, for a search that
+resumes where a checkpoint left it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import random
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from enasa_compiler.atomic import write_atomic
 from enasa_compiler.errors import InputError
 
+from .data import ImageDataset
 from .export import Supernet
 from .flops import count_cost
 from .sampling import (
@@ -32,7 +42,16 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SearchState"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "CHECKPOINT_FORMAT",
+    "SearchState",
+    "inputs_fingerprint",
+    "random_state_from_json",
+    "random_state_to_json",
+    "read_checkpoint",
+    "write_checkpoint",
+]
 
 _TRIES_PER_CHILD = 200  # redraws before a duplicate-prone proposer falls back to random
 
@@ -47,7 +66,7 @@ class SearchState:
         self.layers = supernet.num_layers
         self.choices = supernet.num_choices
         self.history: list[dict[str, Any]] = []
-        self.seen: set[Arch] = set()
+        self.seen: set[Arch] = set()  # evaluated, or proposed in this generation
         self._macs: dict[Arch, int] = {}
         size = supernet.input_size
         self._example = torch.zeros(1, 3, size, size)
@@ -116,6 +135,19 @@ class SearchState:
             return self._stagewise(parents, generation)
         return self._evolution(parents)
 
+    def propose_generation(self, generation: int, groups: int) -> list[list[Arch]]:
+        """Propose ``groups`` groups for ``generation``, no architecture in two of them.
+
+        The groups are drawn one after another from the one random source, so a single
+        group per generation draws exactly what :meth:`propose` does.
+        """
+        proposed = []
+        for _ in range(groups):
+            group = self.propose(generation)
+            self.seen.update(group)
+            proposed.append(group)
+        return proposed
+
     def _stagewise(self, parents: list[Arch], generation: int) -> list[Arch]:
         # Generation 1 fixes the bottom half (compute-shared), generation 2 the top...
         half = generation - 1
@@ -154,9 +186,130 @@ class SearchState:
 
         return self.fill(group, crossed, size)
 
-    def record(self, generation: int, records: list[dict[str, Any]]) -> None:
+    def record(
+        self, generation: int, records: list[dict[str, Any]], group: int | None = None
+    ) -> None:
+        """Append a group's records to the history (with ``group`` when given)."""
+        where = {"generation": generation} if group is None else {
+            "generation": generation, "group": group}
         for entry in records:
             arch = tuple(entry["arch"])
             self.seen.add(arch)
-            self.history.append({"generation": generation, **entry,
-                                 "macs": self.macs(arch)})
+            self.history.append({**where, **entry, "macs": self.macs(arch)})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return what :meth:`restore` needs, as JSON-ready data."""
+        return {"history": self.history, "random_state": random_state_to_json(self.rng)}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Continue from :meth:`to_dict` output, taken between two generations.
+
+        Raises:
+            InputError: Data that is not such output.
+
+        """
+        history = data.get("history") if isinstance(data, dict) else None
+        if not isinstance(history, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("arch"), list)
+            and isinstance(entry.get("macs"), int) for entry in history
+        ):
+            raise InputError("search state: history is not a list of records")
+        self.rng.setstate(random_state_from_json(data.get("random_state")))
+        self.history = history
+        self.seen = {tuple(entry["arch"]) for entry in history}
+        self._macs.update((tuple(entry["arch"]), entry["macs"]) for entry in history)
+
+
+def random_state_to_json(rng: random.Random) -> list[Any]:
+    """Return ``rng.getstate()`` as JSON-ready data (version, 625 words, Gaussian)."""
+    version, words, gauss_next = rng.getstate()
+    return [version, list(words), gauss_next]
+
+
+def random_state_from_json(data: Any) -> tuple[Any, ...]:
+    """Rebuild a ``random.Random`` state from :func:`random_state_to_json` output.
+
+    Raises:
+        InputError: Not such output.
+
+    """
+    if not (
+        isinstance(data, list) and len(data) == 3 and isinstance(data[1], list)
+        and all(isinstance(word, int) and not isinstance(word, bool) for word in data[1])
+        and (data[2] is None or isinstance(data[2], float))
+    ):
+        raise InputError("search state: bad random state")
+    state = (data[0], tuple(data[1]), data[2])
+    try:
+        random.Random().setstate(state)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"search state: bad random state ({exc})") from exc
+    return state
+
+
+# --- checkpoints -------------------------------------------------------------------------
+
+CHECKPOINT_FILE = "search_state.json"
+"""The checkpoint a search with an output folder rewrites after every generation."""
+CHECKPOINT_FORMAT = "enasa-search-state/1"
+_CHECKPOINT_KEYS = ("config", "fingerprint", "generations_done", "inputs", "plans", "state")
+
+
+def inputs_fingerprint(supernet: Supernet, train: ImageDataset, val: ImageDataset) -> str:
+    """SHA-256 of what a search's results depend on besides its config.
+
+    That is the supernet's kind and parameters and both image sets. BN buffers are left
+    out: every member's path statistics are recomputed before use, so they never reach
+    a result, while scoring subnets elsewhere changes them.
+    """
+    digest = hashlib.sha256(type(supernet).__name__.encode())
+    for name, parameter in sorted(supernet.named_parameters()):
+        tensor = parameter.detach().contiguous().cpu()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.numpy().tobytes())
+    for data in (train, val):
+        digest.update(f"{tuple(data.images.shape)}:{data.num_classes}".encode())
+        digest.update(data.images.contiguous().numpy().tobytes())
+        digest.update(data.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def write_checkpoint(folder: Path, **fields: Any) -> Path:
+    """Write ``folder/search_state.json`` atomically with ``fields`` (see read_checkpoint)."""
+    if sorted(fields) != sorted(_CHECKPOINT_KEYS):
+        raise ValueError(f"checkpoint needs exactly the fields {_CHECKPOINT_KEYS}")
+    payload = {"format": CHECKPOINT_FORMAT, **{key: fields[key] for key in _CHECKPOINT_KEYS}}
+    # Keys keep their order (no sort_keys): a resumed history must print as the original.
+    return write_atomic(folder / CHECKPOINT_FILE, json.dumps(payload, indent=1) + "\n")
+
+
+def read_checkpoint(folder: str | Path) -> dict[str, Any]:
+    """Read the checkpoint a search left in ``folder``.
+
+    Returns:
+        ``config`` (the search options), ``fingerprint`` (:func:`inputs_fingerprint`),
+        ``generations_done``, ``inputs`` (the caller's notes on where the supernet and
+        data came from), ``plans`` (each group's last plan, relative to ``folder``) and
+        ``state`` (:meth:`SearchState.to_dict`).
+
+    Raises:
+        InputError: No checkpoint there, or not one this version wrote.
+
+    """
+    path = Path(folder) / CHECKPOINT_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{folder}: no {CHECKPOINT_FILE} to resume from") from None
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not JSON ({exc})") from exc
+    if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path} is not an {CHECKPOINT_FORMAT} checkpoint")
+    missing = [key for key in _CHECKPOINT_KEYS if key not in data]
+    done = data.get("generations_done")
+    if missing or not isinstance(data["config"], dict) or not isinstance(done, int) \
+            or isinstance(done, bool) or done < 0 or not isinstance(data["plans"], list):
+        raise InputError(f"{path}: damaged checkpoint ({', '.join(missing) or 'bad field'})")
+    return data

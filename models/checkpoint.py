@@ -53,6 +53,9 @@ _MAX_WIDTH = 4.0
 _MAX_INPUT_SIZE = 1024
 _MAX_CLASSES = 100_000
 _STAGES = 4
+# What torch.manual_seed accepts.
+_MIN_SEED = -(1 << 63)
+_MAX_SEED = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -133,6 +136,8 @@ def _check_config(config: SupernetConfig) -> None:
     if not 1 < config.num_classes <= _MAX_CLASSES:
         raise InputError(f"number of classes must be in 2..{_MAX_CLASSES}, got "
                          f"{config.num_classes}")
+    if not _MIN_SEED <= config.seed <= _MAX_SEED:
+        raise InputError(f"seed must fit torch's 64-bit seed, got {config.seed}")
     if config.epochs < 0:
         raise InputError(f"epochs must be >= 0, got {config.epochs}")
     repeats = config.stage_repeats
@@ -270,7 +275,10 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[Supernet, SupernetCon
         raise InputError(f"{origin}: not an {CHECKPOINT_FORMAT} checkpoint")
     try:
         config = SupernetConfig.from_dict(json.loads(payload.get("config", "")))
-    except (TypeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:
+        message = f"{origin}: checkpoint config is not JSON (nested too deeply)"
+        raise InputError(message) from exc
+    except (TypeError, ValueError) as exc:  # JSONDecodeError, or a 4300-digit integer
         raise InputError(f"{origin}: checkpoint config is not JSON ({exc})") from exc
     except InputError as exc:
         raise InputError(f"{origin}: {exc}") from exc

@@ -23,43 +23,69 @@ Strategies (``SearchConfig.strategy``):
 Every evaluated architecture is distinct, and architectures over ``max_macs`` are never
 evaluated. With ``max_latency_ns`` set, subnets slower than it in their group's plan are
 infeasible: they are recorded but never parents or best.
+
+A generation may hold several groups (``groups_per_generation``), proposed one after
+another from the search's one random source and evaluated independently, so an executor
+(:mod:`.executors`: in this process, or on Ray) can run them in parallel. With
+``online`` set, each group starts from the crossbars its same-index group of the
+previous generation left (online mapping). Results are collected in submission order and
+every input of a group comes from the config, the seed and the shared supernet and data,
+so a search gives the same bytes on any executor. With an output folder the state is
+checkpointed after every generation, and ``resume=True`` continues from it to the same
+result as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import onnx
-import onnxruntime as ort
 import torch
 from tqdm import tqdm
 
 from enasa_compiler.errors import InputError
 
-from ._search_state import SearchState
+from ._group import (
+    PLAN_FILE,
+    GroupInputs,
+    GroupResult,
+    GroupTask,
+    onnx_accuracy,
+    run_group,
+)
+from ._search_state import (
+    CHECKPOINT_FILE,
+    SearchState,
+    inputs_fingerprint,
+    read_checkpoint,
+    write_checkpoint,
+)
 from .data import ImageDataset
-from .export import Supernet, export_subnet
+from .executors import Executor, InProcessExecutor
+from .export import Supernet
 from .sampling import Arch
-from .train import check_data_fits, recalibrate_batchnorm
+from .train import check_data_fits
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CHECKPOINT_FILE",
     "STRATEGIES",
     "SearchConfig",
     "SearchResult",
     "evaluate_group",
     "onnx_accuracy",
+    "read_checkpoint",
     "search",
 ]
 
 STRATEGIES = ("uniform", "fair", "evolution", "stagewise")
+GenerationHook = Callable[[int, list[dict[str, Any]]], None]
+"""Called with a generation and its history entries once it is checkpointed."""
 
 
 @dataclass(frozen=True)
@@ -68,8 +94,8 @@ class SearchConfig:
 
     Attributes:
         strategy: One of :data:`STRATEGIES`.
-        generations: Generations (groups) to evaluate.
-        group_size: Subnets per generation.
+        generations: Generations to evaluate.
+        group_size: Subnets per group.
         seed: Seed of every random choice of the search.
         top_k: Parents kept for evolution; ``None`` means half the group size (SPOS
             keeps 10 of a population of 50; a group is smaller).
@@ -80,6 +106,13 @@ class SearchConfig:
         target: Target preset or file for the compiler.
         calib_batches: Training batches for each subnet's BN recalibration.
         calib_batch_size: Images per recalibration batch.
+        groups_per_generation: Groups proposed, compiled and evaluated per generation;
+            they are independent, so an executor may run them in parallel.
+        online: Start each group from the crossbars the same-index group of the previous
+            generation left (online mapping) instead of empty ones.
+        threads: Torch and onnxruntime threads of one group's evaluation; ``None`` takes
+            torch's current setting when the search starts. Part of the config because
+            floating-point sums, and so the exported files, depend on it.
 
     """
 
@@ -94,6 +127,9 @@ class SearchConfig:
     target: str = "neurosim-22nm"
     calib_batches: int = 8
     calib_batch_size: int = 64
+    groups_per_generation: int = 1
+    online: bool = False
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -102,6 +138,11 @@ class SearchConfig:
         if self.generations < 1 or self.group_size < 1:
             raise InputError(f"need generations >= 1 and group size >= 1, got "
                              f"{self.generations}, {self.group_size}")
+        if self.groups_per_generation < 1:
+            raise InputError(f"need at least one group per generation, got "
+                             f"{self.groups_per_generation}")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"threads must be >= 1, got {self.threads}")
         if self.top_k is not None and self.top_k < 1:
             raise InputError(f"top-k must be >= 1, got {self.top_k}")
         if not 0.0 <= self.mutation_prob <= 1.0:
@@ -117,21 +158,28 @@ class SearchConfig:
         """Number of parents evolution keeps."""
         return self.top_k if self.top_k is not None else max(2, self.group_size // 2)
 
+    def resolved(self) -> SearchConfig:
+        """Return the config with ``threads`` fixed to torch's current setting if unset."""
+        if self.threads is not None:
+            return self
+        return replace(self, threads=torch.get_num_threads())
+
 
 @dataclass
 class SearchResult:
     """What a search evaluated and what it found.
 
     Attributes:
-        config: The options, as JSON-ready data.
-        history: One entry per evaluated subnet, in order: ``generation``, ``index`` (in
-            its group), ``arch``, ``accuracy``, ``macs``, ``latency_ns``, ``energy_pj``,
-            ``attributed_energy_pj``, ``feasible``, ``group_dedup_node_ratio``,
-            ``group_dedup_mac_ratio``, ``group_makespan_ns``, ``group_energy_pj``,
-            ``group_crossbars_used``.
+        config: The options, as JSON-ready data (``threads`` resolved).
+        history: One entry per evaluated subnet, in order (generation, group, index):
+            ``generation``, ``group`` (only with several groups per generation),
+            ``index`` (in its group), ``arch``, ``accuracy``, ``macs``, ``latency_ns``,
+            ``energy_pj``, ``attributed_energy_pj``, ``feasible``,
+            ``group_dedup_node_ratio``, ``group_dedup_mac_ratio``,
+            ``group_makespan_ns``, ``group_energy_pj``, ``group_crossbars_used``.
         best: The history entry of the most accurate feasible subnet (the earliest on a
             tie), or ``None`` when none was feasible.
-        seconds: Wall-clock time of the search.
+        seconds: Wall-clock time of the search (of this run only, when resumed).
 
     """
 
@@ -150,26 +198,16 @@ class SearchResult:
         return asdict(self)
 
 
-def _batch_free_session(path: Path) -> ort.InferenceSession:
-    # The exporter fixes the batch; a named batch dimension lets one run score the whole
-    # validation split. The graph never mixes images, as the frontend also relies on.
-    proto = onnx.load_model(str(path))
-    proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"
-    for output in proto.graph.output:
-        output.type.tensor_type.ClearField("shape")
-    del proto.graph.value_info[:]
-    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-
-
-def onnx_accuracy(path: Path, data: ImageDataset, batch_size: int = 512) -> float:
-    """Top-1 accuracy of the exported subnet at ``path`` on ``data``, with onnxruntime."""
-    session = _batch_free_session(path)
-    name = session.get_inputs()[0].name
-    correct = 0
-    for images, labels in data.batches(batch_size):
-        logits = session.run(None, {name: images.numpy()})[0]
-        correct += int((np.argmax(logits, axis=1) == labels.numpy()).sum())
-    return correct / max(1, len(data))
+def _task(
+    config: SearchConfig, generation: int, group: int, archs: list[Arch],
+    initial_plan: str | None,
+) -> GroupTask:
+    assert config.threads is not None  # resolved by search()
+    return GroupTask(generation=generation, group=group, archs=tuple(archs),
+                     target=config.target, calib_batches=config.calib_batches,
+                     calib_batch_size=config.calib_batch_size,
+                     max_latency_ns=config.max_latency_ns, threads=config.threads,
+                     initial_plan=initial_plan)
 
 
 def evaluate_group(
@@ -180,47 +218,14 @@ def evaluate_group(
     folder: Path,
     config: SearchConfig,
 ) -> list[dict[str, Any]]:
-    """Score, export and compile one group; return one record per member.
+    """Score, export and compile one group into ``folder``; return one record per member.
 
-    Each member's BN statistics are recomputed just before its export, so the file holds
-    its own statistics (members sharing a prefix get identical prefix statistics, which
-    keeps that prefix deduplicable).
+    The in-process form of the search's unit of work (:func:`~._group.run_group`).
     """
-    from enasa_compiler.pipeline import compile_detailed
-    from enasa_compiler.report import cost_report
-
-    files = []
-    for index, arch in enumerate(archs):
-        recalibrate_batchnorm(supernet, arch, train, num_batches=config.calib_batches,
-                              batch_size=config.calib_batch_size)
-        files.append(export_subnet(supernet, arch, folder / f"subnet_{index:02d}.onnx"))
-    plan = compile_detailed(files, config.target).plan
-    plan.save(folder / "plan.json")
-    report = cost_report(plan)
-    dedup = plan.dedup
-    group = {
-        "group_dedup_node_ratio": dedup["nodes_before"] / max(1, dedup["nodes_after"]),
-        "group_dedup_mac_ratio": dedup["macs_before"] / max(1, dedup["macs_after"]),
-        "group_makespan_ns": plan.totals.makespan_ns,
-        "group_energy_pj": plan.totals.energy_pj,
-        "group_crossbars_used": plan.totals.crossbars_used,
-    }
-    records = []
-    for index, (arch, path, costs) in enumerate(
-        zip(archs, files, report["subnets"], strict=True)
-    ):
-        latency = float(costs["latency_ns"])
-        records.append({
-            "index": index,
-            "arch": list(arch),
-            "accuracy": onnx_accuracy(path, val),
-            "latency_ns": latency,
-            "energy_pj": float(costs["energy_pj"]),
-            "attributed_energy_pj": float(costs["attributed_energy_pj"]),
-            "feasible": config.max_latency_ns is None or latency <= config.max_latency_ns,
-            **group,
-        })
-    return records
+    task = _task(config.resolved(), 0, 0, archs, None)
+    result = run_group(task, GroupInputs(supernet, train, val))
+    result.write(Path(folder))
+    return result.records
 
 
 def _buffers(supernet: Supernet) -> dict[str, torch.Tensor]:
@@ -233,6 +238,47 @@ def _restore(supernet: Supernet, saved: dict[str, torch.Tensor]) -> None:
             buffer.copy_(saved[name])
 
 
+def _group_folder(root: Path, config: SearchConfig, generation: int, group: int) -> Path:
+    folder = root / f"gen_{generation:03d}"
+    return folder if config.groups_per_generation == 1 else folder / f"group_{group:02d}"
+
+
+def _resume(
+    root: Path, config: SearchConfig, fingerprint: str, state: SearchState
+) -> tuple[int, list[str | None]]:
+    """Restore ``state`` from the checkpoint in ``root``; return (next generation, plans)."""
+    checkpoint = read_checkpoint(root)
+    saved = dict(checkpoint["config"])
+    done = checkpoint["generations_done"]
+    wanted = asdict(config)
+    saved.pop("generations", None)
+    wanted.pop("generations")
+    if saved != wanted:
+        changed = sorted(k for k in wanted.keys() | saved.keys()
+                         if saved.get(k) != wanted.get(k))
+        raise InputError(f"{root}: the search being resumed has other options "
+                         f"({', '.join(changed)})")
+    if checkpoint["fingerprint"] != fingerprint:
+        raise InputError(f"{root}: the supernet or the data differ from the search "
+                         "being resumed")
+    if done > config.generations:
+        raise InputError(f"{root}: {done} generations already done, more than "
+                         f"{config.generations}")
+    state.restore(checkpoint["state"])
+    plans: list[str | None] = [None] * config.groups_per_generation
+    if config.online and done > 0:
+        # Where this search wrote them, not where the file says: it names no other file.
+        paths = [_group_folder(root, config, done - 1, group) / PLAN_FILE
+                 for group in range(config.groups_per_generation)]
+        try:
+            plans = [path.read_text(encoding="utf-8") for path in paths]
+        except OSError as exc:
+            raise InputError(f"{root}: cannot read the last generation's plans for "
+                             f"online mapping ({exc})") from exc
+    logger.info("resuming %s after generation %d", root, done - 1)
+    return done, plans
+
+
 def search(
     supernet: Supernet,
     train: ImageDataset,
@@ -241,6 +287,10 @@ def search(
     *,
     out_dir: str | Path | None = None,
     progress: bool = False,
+    executor: Executor | None = None,
+    resume: bool = False,
+    inputs: dict[str, Any] | None = None,
+    on_generation: GenerationHook | None = None,
 ) -> SearchResult:
     """Run the search ``config`` describes on a trained supernet.
 
@@ -249,40 +299,91 @@ def search(
         train: Images for BN recalibration (the first batches, in stored order).
         val: Images on which accuracy is measured.
         config: Strategy, sizes, seed and constraints.
-        out_dir: Keep each generation's ONNX files and plan in ``out_dir/gen_XXX/``;
-            ``None`` uses a temporary folder.
+        out_dir: Keep each group's ONNX files and plan in ``out_dir/gen_XXX/`` (with
+            several groups, ``gen_XXX/group_YY/``) and a checkpoint,
+            ``out_dir/search_state.json``, rewritten after every generation; ``None``
+            keeps nothing.
         progress: Show a tqdm progress bar on stderr.
+        executor: Where groups run; ``None`` runs them here, one after another. The
+            caller closes an executor it passes.
+        resume: Continue from the checkpoint in ``out_dir``; ``config`` must equal the
+            saved one but for ``generations``, which may grow.
+        inputs: JSON-ready notes kept in the checkpoint (where the supernet and data
+            came from), for a caller that resumes.
+        on_generation: See :data:`GenerationHook`.
 
     Raises:
-        InputError: Data that does not fit the supernet, or no admissible architecture.
+        InputError: Data that does not fit the supernet, no admissible architecture, or
+            a checkpoint that does not match.
 
     """
     check_data_fits(supernet, train)
     check_data_fits(supernet, val)
     started = time.perf_counter()
+    config = config.resolved()
+    if resume and out_dir is None:
+        raise InputError("resuming a search needs its output folder")
+    fingerprint = inputs_fingerprint(supernet, train, val) if out_dir is not None else ""
     state = SearchState(supernet, config)
+    first = 0
+    plans: list[str | None] = [None] * config.groups_per_generation
+    if resume:
+        first, plans = _resume(Path(str(out_dir)), config, fingerprint, state)
+    executor = executor or InProcessExecutor()
     saved, was_training = _buffers(supernet), supernet.training
-    bar = tqdm(total=config.generations * config.group_size, disable=not progress,
+    per_generation = config.group_size * config.groups_per_generation
+    bar = tqdm(total=(config.generations - first) * per_generation, disable=not progress,
                desc=f"search {config.strategy}", unit="subnet")
     try:
-        with tempfile.TemporaryDirectory(prefix="enasa-search-") as scratch, bar:
-            root = Path(out_dir) if out_dir is not None else Path(scratch)
-            for generation in range(config.generations):
-                group = state.propose(generation)
-                folder = root / f"gen_{generation:03d}"
-                records = evaluate_group(supernet, group, train, val, folder, config)
-                state.record(generation, records)
-                ranked = state.ranked()
-                bar.update(len(group))
-                bar.set_postfix(best=f"{ranked[0]['accuracy']:.3f}" if ranked else "-")
-                logger.info("generation %d: best %.4f, dedup %.2fx, makespan %.0f ns",
-                            generation, max(r["accuracy"] for r in records),
-                            records[0]["group_dedup_node_ratio"],
-                            records[0]["group_makespan_ns"])
+        shared = executor.share(GroupInputs(supernet, train, val))
+        for generation in range(first, config.generations):
+            groups = state.propose_generation(generation, config.groups_per_generation)
+            tasks = [_task(config, generation, index, archs,
+                           plans[index] if config.online else None)
+                     for index, archs in enumerate(groups)]
+            sizes = [len(archs) for archs in groups]
+
+            def advance(position: int, sizes: list[int] = sizes) -> None:
+                bar.update(sizes[position])
+
+            results: list[GroupResult] = executor.map(run_group, tasks, [shared],
+                                                      on_result=advance)
+            entries = _record(state, config, generation, results, out_dir)
+            plans = [result.plan_json for result in results]  # the next online start
+            if out_dir is not None:
+                write_checkpoint(
+                    Path(out_dir), config=asdict(config), fingerprint=fingerprint,
+                    generations_done=generation + 1, inputs=inputs or {},
+                    plans=[(_group_folder(Path(), config, generation, r.group)
+                            / PLAN_FILE).as_posix() for r in results],
+                    state=state.to_dict())
+            ranked = state.ranked()
+            bar.set_postfix(best=f"{ranked[0]['accuracy']:.3f}" if ranked else "-")
+            logger.info("generation %d: best %.4f, dedup %.2fx, makespan %.0f ns",
+                        generation, max(e["accuracy"] for e in entries),
+                        entries[0]["group_dedup_node_ratio"],
+                        entries[0]["group_makespan_ns"])
+            if on_generation is not None:
+                on_generation(generation, entries)
     finally:
+        bar.close()
         _restore(supernet, saved)
         supernet.train(was_training)
     ranked = state.ranked()
     best = ranked[0] if ranked else None
     return SearchResult(config=asdict(config), history=state.history, best=best,
                         seconds=time.perf_counter() - started)
+
+
+def _record(
+    state: SearchState, config: SearchConfig, generation: int,
+    results: list[GroupResult], out_dir: str | Path | None,
+) -> list[dict[str, Any]]:
+    """Write a generation's files and add its records to the history; return the entries."""
+    before = len(state.history)
+    several = config.groups_per_generation > 1
+    for result in results:
+        if out_dir is not None:
+            result.write(_group_folder(Path(out_dir), config, generation, result.group))
+        state.record(generation, result.records, result.group if several else None)
+    return state.history[before:]
