@@ -35,6 +35,7 @@ ranking buys.
 
 from __future__ import annotations
 
+import gc
 import heapq
 import logging
 from collections.abc import Sequence
@@ -426,7 +427,17 @@ def schedule_ops(
     if policy not in ("ops", "fcfs"):
         raise ValueError(f"unknown OPS policy {policy!r}; expected 'ops' or 'fcfs'")
     resolved = resolve_mode(program, target, mode)
-    schedule = _Scheduler(program, target, resolved, dict(initial or {}), policy).run()
+    # Scheduling allocates tens of thousands of small event objects; a cyclic-GC
+    # pass over a heap that still holds the group's ONNX models costs more than the
+    # scheduling itself (seen as 40-ms outliers on 16-subnet groups). Nothing here
+    # makes reference cycles, so collection waits until the schedule is built.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        schedule = _Scheduler(program, target, resolved, dict(initial or {}), policy).run()
+    finally:
+        if collecting:
+            gc.enable()
     logger.info("OPS %s: %d compute events, %d program events", resolved,
                 len(schedule.compute), len(schedule.program))
     return schedule
