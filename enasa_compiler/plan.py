@@ -6,7 +6,7 @@ weight tile and the crossbar it sits on, and the schedule: programming intervals
 (tile written into a crossbar) and compute intervals (operator run on the crossbars
 that hold its tiles, or on a digital unit). Times are integer nanoseconds.
 
-The JSON form is versioned (``format: enasa-plan``, ``version: 1``) and described by
+The JSON form is versioned (``format: enasa-plan``, ``version: 2``) and described by
 ``schemas/plan.schema.json``; ``docs/plan-format.md`` explains the fields. JSON is
 written with sorted keys and rounded energies so equal plans are byte-identical.
 """
@@ -39,7 +39,8 @@ __all__ = [
 ]
 
 PLAN_FORMAT = "enasa-plan"
-PLAN_VERSION = 1
+# 2: operators carry ``copies`` (weight duplication) and the target is format 2.
+PLAN_VERSION = 2
 _ENERGY_DECIMALS = 3
 _MAX_PLAN_BYTES = 512 << 20
 

@@ -149,7 +149,7 @@ def _wrong_type(plan: Plan, rng: random.Random) -> str:
 
 
 def _unknown_version(plan: Plan, rng: random.Random) -> str:
-    plan["version"] = rng.choice([0, 2, 99, "1"])
+    plan["version"] = rng.choice([0, 1, 99, "2"])
     return "schema"
 
 

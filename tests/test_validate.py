@@ -380,7 +380,7 @@ def test_resident_plan_must_program_each_tile_once():
 @pytest.mark.parametrize(("change", "field"), [
     (lambda d: d.pop("totals"), "field (top level): 'totals' is a required property"),
     (lambda d: d.update(batch="1"), "field batch:"),
-    (lambda d: d.update(version=2), "field version:"),
+    (lambda d: d.update(version=1), "field version:"),
     (lambda d: d.update(extra=1), "field (top level): Additional properties"),
     (lambda d: d["operators"][1].update(kind="analog"), "field operators.1.kind:"),
     (lambda d: d["schedule"]["compute"][0].pop("unit"), "field schedule.compute.0:"),

@@ -517,7 +517,7 @@ def _plan_cases() -> list[Case]:
              r"field operators\.0\.latency_ns: 'fast' is not of type 'integer'",
              "a string where an integer goes, given as --initial-state",
              build=_with_plan(_setter("operators", 0, "latency_ns", value="fast"))),
-        Case("plan-unknown-version", validate, 1, r"^schema: field version: 1 was expected",
+        Case("plan-unknown-version", validate, 1, r"^schema: field version: 2 was expected",
              "format version 99", stream="stdout",
              build=_with_plan(_setter("version", value=99))),
         Case("plan-missing-keys", report, 1,
