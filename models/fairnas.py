@@ -23,6 +23,7 @@ from typing import cast
 import torch
 from torch import nn
 
+from ._subnet_view import SubnetView, run_head
 from .spos import scale_channels
 
 logger = logging.getLogger(__name__)
@@ -179,11 +180,6 @@ def _layer_specs(width_mult: float) -> tuple[FairnasLayerSpec, ...]:
     )
 
 
-def _run_head(net: FairnasSupernet | FairnasSubnet, x: torch.Tensor) -> torch.Tensor:
-    x = net.conv_last(x)
-    x = net.globalpool(x)
-    x = net.dropout(x)
-    return net.classifier(x.flatten(1))
 
 
 class FairnasSupernet(nn.Module):
@@ -282,7 +278,7 @@ class FairnasSupernet(nn.Module):
         x = self.separable_conv(self.first_conv(x))
         for layer, choice in enumerate(arch):
             x = self.block(layer, choice)(x)
-        return _run_head(self, x)
+        return run_head(self, x)
 
     def block(self, layer: int, choice: int) -> InvertedResidual:
         """Return candidate ``choice`` of choice layer ``layer``."""
@@ -293,7 +289,7 @@ class FairnasSupernet(nn.Module):
         return FairnasSubnet(self, arch)
 
 
-class FairnasSubnet(nn.Module):
+class FairnasSubnet(SubnetView):
     """One path of a :class:`FairnasSupernet`, as a plain ``forward(x)`` module to export.
 
     It holds references to the supernet's modules, so weights and BN statistics are
@@ -302,26 +298,4 @@ class FairnasSubnet(nn.Module):
     exported initializer names equal the supernet's, e.g. ``features.3.2.conv.0.weight``.
     """
 
-    def __init__(self, supernet: FairnasSupernet, arch: Sequence[int]) -> None:
-        super().__init__()
-        self.arch = supernet.check_arch(arch)
-        self.supernet_name = supernet.supernet_name
-        self.num_classes = supernet.num_classes
-        self.input_size = supernet.input_size
-        self.first_conv = supernet.first_conv
-        self.separable_conv = supernet.separable_conv
-        self.features = nn.ModuleList(
-            nn.ModuleDict({str(choice): supernet.block(layer, choice)})
-            for layer, choice in enumerate(self.arch)
-        )
-        self.conv_last = supernet.conv_last
-        self.globalpool = supernet.globalpool
-        self.dropout = supernet.dropout
-        self.classifier = supernet.classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the fixed path on images ``x`` of shape (N, 3, input_size, input_size)."""
-        x = self.separable_conv(self.first_conv(x))
-        for layer, choice in zip(self.features, self.arch, strict=True):
-            x = cast(nn.ModuleDict, layer)[str(choice)](x)
-        return _run_head(self, x)
+    STEM = ("first_conv", "separable_conv")

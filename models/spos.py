@@ -19,6 +19,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from ._subnet_view import SubnetView, run_head
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -209,11 +211,6 @@ def _layer_specs(
     return tuple(specs)
 
 
-def _run_head(net: SposSupernet | SposSubnet, x: torch.Tensor) -> torch.Tensor:
-    x = net.conv_last(x)
-    x = net.globalpool(x)
-    x = net.dropout(x)
-    return net.classifier(x.flatten(1))
 
 
 class SposSupernet(nn.Module):
@@ -319,7 +316,7 @@ class SposSupernet(nn.Module):
         x = self.first_conv(x)
         for layer, choice in enumerate(arch):
             x = self.block(layer, choice)(x)
-        return _run_head(self, x)
+        return run_head(self, x)
 
     def block(self, layer: int, choice: int) -> nn.Module:
         """Return candidate ``choice`` of choice layer ``layer``."""
@@ -330,7 +327,7 @@ class SposSupernet(nn.Module):
         return SposSubnet(self, arch)
 
 
-class SposSubnet(nn.Module):
+class SposSubnet(SubnetView):
     """One path of a :class:`SposSupernet`, as a plain ``forward(x)`` module to export.
 
     It holds references to the supernet's modules, so weights (and BN statistics) are
@@ -340,25 +337,4 @@ class SposSubnet(nn.Module):
     supernet's, e.g. ``features.3.2.branch_main.0.weight``.
     """
 
-    def __init__(self, supernet: SposSupernet, arch: Sequence[int]) -> None:
-        super().__init__()
-        self.arch = supernet.check_arch(arch)
-        self.supernet_name = supernet.supernet_name
-        self.num_classes = supernet.num_classes
-        self.input_size = supernet.input_size
-        self.first_conv = supernet.first_conv
-        self.features = nn.ModuleList(
-            nn.ModuleDict({str(choice): supernet.block(layer, choice)})
-            for layer, choice in enumerate(self.arch)
-        )
-        self.conv_last = supernet.conv_last
-        self.globalpool = supernet.globalpool
-        self.dropout = supernet.dropout
-        self.classifier = supernet.classifier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the fixed path on images ``x`` of shape (N, 3, input_size, input_size)."""
-        x = self.first_conv(x)
-        for layer, choice in zip(self.features, self.arch, strict=True):
-            x = cast(nn.ModuleDict, layer)[str(choice)](x)
-        return _run_head(self, x)
+    STEM = ("first_conv",)
