@@ -15,8 +15,6 @@ compiler's own Python API, then broken; checkpoints are written with ``torch.sav
 Exit codes follow ``enasa``: 2 for bad input, 1 for a plan that fails its checks.
 Messages go to stderr as one line, except ``validate``'s violations, which it prints
 to stdout (one line each, stderr empty): those cases say ``"stream": "stdout"``.
-A case with a non-empty ``xfail`` is a known bug in code this corpus may not fix;
-the reason says what fails.
 """
 
 from __future__ import annotations
@@ -90,7 +88,6 @@ class Case:
         about: what the case breaks, in a few words.
         stream: where the message goes: ``stderr`` (one line) or ``stdout`` (the
             violations ``validate`` lists, one a line, with nothing on stderr).
-        xfail: empty, or why the case fails today (a bug in code owned elsewhere).
         build: writes the case's files into its folder (not in the manifest).
 
     """
@@ -101,7 +98,6 @@ class Case:
     message: str
     about: str
     stream: str = "stderr"
-    xfail: str = ""
     build: Builder | None = field(default=None, compare=False, repr=False)
 
     def command(self, case_dir: Path | str, out_dir: Path | str) -> list[str]:
@@ -634,8 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     every = generate(args.outdir)
     for case in every:
-        known = "  [known bug]" if case.xfail else ""
-        print(f"{case.name:<28} exit {case.exit_code}  {case.about}{known}")
+        print(f"{case.name:<28} exit {case.exit_code}  {case.about}")
     print(f"{len(every)} cases; manifest in {args.outdir / MANIFEST}")
     return 0
 
