@@ -8,8 +8,9 @@ lowering to the crossbar program, mapping, and plan assembly with the cost model
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["CompileResult", "SOLVERS", "build_group_model", "compile", "compile_detailed"]
 
+# The stages of a compile, in the order they run; ``cost`` prices every operator and
+# puts the plan together.
+STAGES = ("frontend", "passes", "lower", "mapping", "cost")
 SOLVERS = ("ops", "cpsat", "auto", "fcfs")
 # ``fcfs`` is OPS with its ranking replaced by first-come-first-served: the ablation
 # baseline for what the ranking buys, not a solver anyone should ship plans with.
@@ -125,12 +129,16 @@ def map_program(
 
 @dataclass(frozen=True)
 class CompileResult:
-    """Everything a compile produced, for callers that want more than the plan."""
+    """Everything a compile produced, for callers that want more than the plan.
+
+    ``stage_s`` holds the wall time of each stage of :data:`STAGES`.
+    """
 
     plan: Plan
     group_model: ir.Model
     program: CrossbarProgram
     subnets: tuple[SubnetModel, ...]
+    stage_s: dict[str, float] = field(default_factory=dict)
 
 
 def build_group_model(
@@ -242,17 +250,26 @@ def compile_detailed(
     if solver not in SOLVERS:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
     resolved_target = load_target(target)
-    with tqdm(total=5, disable=not progress, unit="stage", leave=False) as bar:
+    stage_s: dict[str, float] = {}
+    with tqdm(total=len(STAGES), disable=not progress, unit="stage", leave=False) as bar:
+        clock = time.perf_counter()
+
+        def finished(stage: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            stage_s[stage], clock = now - clock, now
+            bar.update()
+
         bar.set_description("load models")
         subnets = tuple(load_group(models, batch=batch))
-        bar.update()
+        finished("frontend")
         bar.set_description("graph passes")
         group, dedup = build_group_model(subnets, dedup_operators=dedup_operators)
-        bar.update()
+        finished("passes")
         bar.set_description("lower")
         program = apply_duplication(lower(group, resolved_target), resolved_target,
                                     duplicate, mode)
-        bar.update()
+        finished("lower")
         initial = None
         if initial_state is not None:
             previous = (initial_state if isinstance(initial_state, Plan)
@@ -262,12 +279,13 @@ def compile_detailed(
         outcome = map_program(program, resolved_target, solver=solver, mode=mode,
                               time_limit_s=time_limit_s, deterministic=deterministic,
                               initial=initial)
-        bar.update()
+        finished("mapping")
         bar.set_description("cost")
         plan = assemble_plan(program, outcome.schedule, resolved_target, subnets, dedup,
                              outcome.solver, outcome.bounds)
-        bar.update()
-    return CompileResult(plan=plan, group_model=group, program=program, subnets=subnets)
+        finished("cost")
+    return CompileResult(plan=plan, group_model=group, program=program, subnets=subnets,
+                         stage_s=stage_s)
 
 
 def compile(  # noqa: A001 - the public name mirrors the `enasa compile` command

@@ -159,3 +159,11 @@ def test_dedup_off_keeps_every_operator_but_stores_shared_weights_once(group4_fi
     assert {w.id for w in off.weights} == {w.id for w in on.weights}
     assert off.totals.energy_pj > on.totals.energy_pj
     assert validate(off) == []
+
+
+def test_compile_reports_the_time_of_every_stage(group4_result):
+    from enasa_compiler.pipeline import STAGES
+
+    assert list(group4_result.stage_s) == list(STAGES)
+    assert all(seconds >= 0 for seconds in group4_result.stage_s.values())
+    assert group4_result.stage_s["frontend"] > 0 and group4_result.stage_s["passes"] > 0
