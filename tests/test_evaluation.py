@@ -111,6 +111,9 @@ def test_bench_cli_writes_table_json_and_plots(tmp_path, capsys):
     systems = {run["system"]: run for run in space["systems"]}
     assert {"enasa", "single", "resident", "cpu"} <= set(systems)
     assert systems["cpu"]["kind"] == "measured" and systems["enasa"]["kind"] == "modeled"
+    # A layer pipeline never takes longer than running the images layer by layer.
+    assert systems["enasa"]["pipelined_time_s"] <= systems["enasa"]["time_s"]
+    assert systems["enasa"]["pipelined_utilization"] >= systems["enasa"]["utilization"]
     ratio = space["ratios"]["single"]["speed_up"]
     assert ratio == pytest.approx(systems["single"]["time_s"] / systems["enasa"]["time_s"])
     assert {a["system"] for a in space["ablations"]} == {"no-stagewise", "no-dedup", "fcfs"}

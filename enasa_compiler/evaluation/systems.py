@@ -108,8 +108,16 @@ class SystemRun:
         """Multiply-adds before dedup over after (1.0 when nothing is shared)."""
         return self.macs_before / self.macs_after if self.macs_after else None
 
+    @property
+    def pipelined_utilization(self) -> float | None:
+        """Utilization had the plans streamed images through a layer pipeline (estimate)."""
+        crossbar_ns = self.extra.get("pipelined_crossbar_ns")
+        return self.busy_crossbar_ns / crossbar_ns if crossbar_ns else None
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON figures, derived ones included."""
+        derived = {} if self.pipelined_utilization is None else {
+            "pipelined_utilization": self.pipelined_utilization}
         return {
             "system": self.system, "label": self.label, "kind": self.kind,
             "subnets": self.subnets, "images": self.images, "time_s": self.time_s,
@@ -119,7 +127,7 @@ class SystemRun:
             "allocated_utilization": self.allocated_utilization,
             "dedup_ratio": self.dedup_ratio, "macs_before": self.macs_before,
             "macs_after": self.macs_after, "plans": self.plans,
-            "compile_s": self.compile_s, **self.extra,
+            "compile_s": self.compile_s, **self.extra, **derived,
         }
 
 
@@ -197,8 +205,6 @@ def _add_plan(run: SystemRun, plan: Plan, target: Target) -> None:
                                      + pipelined_ns / _NS_PER_S)
     run.extra["pipelined_crossbar_ns"] = (run.extra.get("pipelined_crossbar_ns", 0)
                                           + chip_crossbars * pipelined_ns)
-    run.extra["pipelined_utilization"] = (run.busy_crossbar_ns
-                                          / run.extra["pipelined_crossbar_ns"])
 
 
 def run_enasa(
@@ -279,8 +285,7 @@ def run_single_and_resident(
             resident.macs_before += plan.dedup["macs_before"]
             resident.macs_after += plan.dedup["macs_after"]
             resident.plans += 1
-            matrices = {w.id: w for w in plan.weights}
-            tiles = {t.id: (w, t) for w in matrices.values() for t in w.tiles}
+            tiles = {t.id: (w, t) for w in plan.weights for t in w.tiles}
             for event in plan.program:
                 matrix, tile = tiles[event.tile]
                 writes.setdefault(tile_key(matrix, tile),
