@@ -31,22 +31,22 @@ PAPER = {
 _BASELINES = ("single", "resident", "cpu", "gpu")
 
 
-def _fmt_time(seconds: float | None) -> str:
-    if seconds is None:
+def _fmt_scaled(value: float | None, unit: str) -> str:
+    """``value`` (in ``unit``) with the largest of unit, milli, micro, nano it reaches."""
+    if value is None:
         return "-"
-    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
-        if seconds >= scale:
-            return f"{seconds / scale:.3g} {unit}"
-    return f"{seconds / 1e-9:.3g} ns"
+    for prefix, scale in (("", 1.0), ("m", 1e-3), ("µ", 1e-6)):
+        if value >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}"
+    return f"{value / 1e-9:.3g} n{unit}"
+
+
+def _fmt_time(seconds: float | None) -> str:
+    return _fmt_scaled(seconds, "s")
 
 
 def _fmt_energy(joules: float | None) -> str:
-    if joules is None:
-        return "-"
-    for unit, scale in (("J", 1.0), ("mJ", 1e-3), ("µJ", 1e-6)):
-        if joules >= scale:
-            return f"{joules / scale:.3g} {unit}"
-    return f"{joules / 1e-9:.3g} nJ"
+    return _fmt_scaled(joules, "J")
 
 
 def _fmt_ratio(value: float | None) -> str:
