@@ -12,7 +12,6 @@ Run:  python bench/compile_stages.py [--groups 4 16] [--repeats 3]
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import statistics
@@ -22,14 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _results import command_line, write_results
 
 from enasa_compiler.evaluation.stages import time_compile_stages
 from enasa_compiler.models.export import export_group
 from enasa_compiler.models.sampling import sample_shared_group
 from enasa_compiler.models.spos import SposSupernet
 from enasa_compiler.targets import load_target
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _time_compile(files: list[Path], target_name: str, mode: str) -> dict[str, Any]:
@@ -77,18 +75,13 @@ def main() -> None:
                         row[key] = value
                 rows.append(row)
                 print(_summary(row), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "compile_stages.json"
-    out.write_text(json.dumps({
-        "command": "python bench/compile_stages.py " + " ".join(
-            f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items()),
+    write_results("compile_stages.json", {
+        "command": command_line(__file__, args),
         "machine": f"{platform.processor() or platform.machine()}, "
                    f"{torch.get_num_threads()} torch threads",
         "repeats": args.repeats,
         "rows": rows,
-    }, indent=1) + "\n")
-    print(f"wrote {out}")
+    })
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _results import command_line, write_results
 
 from enasa_compiler.frontend import load_group
 from enasa_compiler.models.export import export_group
@@ -41,8 +42,6 @@ from enasa_compiler.passes.mapping.cpsat import schedule_cpsat
 from enasa_compiler.pipeline import assemble_plan, build_group_model, compile_detailed
 from enasa_compiler.targets import load_target, target_from_dict
 from enasa_compiler.validator import validate
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _makespan(schedule: Any) -> int:
@@ -156,17 +155,12 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
             online[space] = _online(space, supernet, 8, args.online_generations, args.seed,
                                     Path(scratch))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "mapping.json"
-    out.write_text(json.dumps({
-        "command": "python bench/mapping.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items()),
+    write_results("mapping.json", {
+        "command": command_line(__file__, args),
         "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "rows": rows,
         "online": online,
-    }, indent=1) + "\n")
-    print(f"wrote {out}")
+    })
 
 
 if __name__ == "__main__":

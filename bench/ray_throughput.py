@@ -25,18 +25,16 @@ Run:  python bench/ray_throughput.py [--generations 2] [--groups 4] [--group-siz
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import ray
 import torch
+from _results import command_line, write_results
 
 from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet
 from enasa_compiler.models.data import load_digits_dataset, train_val_split
@@ -50,8 +48,6 @@ from enasa_compiler.models.executors import (
 )
 from enasa_compiler.models.sampling import sample_uniform
 from enasa_compiler.models.search import SearchConfig, search
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _load() -> list[float]:
@@ -142,10 +138,8 @@ def main() -> None:
               f" / {row['map']['seconds']} s; load {row['load_before']} -> "
               f"{row['load_after']}")
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "ray_throughput.json"
-    out.write_text(json.dumps({
-        "command": "python " + " ".join(["bench/ray_throughput.py"] + sys.argv[1:]),
+    write_results("ray_throughput.json", {
+        "command": command_line(__file__, args),
         "platform": platform.platform(), "python": platform.python_version(),
         "cpus": os.cpu_count(), "torch": torch.__version__, "ray": ray.__version__,
         "workload": {"supernet": "spos width 0.25, input 32, 20 layers, untrained",
@@ -156,8 +150,7 @@ def main() -> None:
                      "val_images": 200, "threads_per_group": 1, "groups": len(tasks)},
         "results_identical_across_executors": True,
         "results": rows,
-    }, indent=1) + "\n")
-    print(f"wrote {out}")
+    })
 
 
 if __name__ == "__main__":

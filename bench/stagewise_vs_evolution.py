@@ -23,16 +23,14 @@ Run:  python bench/stagewise_vs_evolution.py [--seeds 0 1 2] [--generations 4]
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import random
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from _results import command_line, write_results
 
 from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet
 from enasa_compiler.models.data import load_digits_dataset, train_val_split
@@ -44,7 +42,6 @@ from enasa_compiler.models.train import (
     train_supernet,
 )
 
-RESULTS = Path(__file__).resolve().parent / "results"
 STRATEGIES = ("stagewise", "evolution", "uniform")
 
 
@@ -158,17 +155,14 @@ def main() -> None:
               f"{_cell(row, 'mean_energy_per_subnet_pj', 1e6, 20)}"
               f"{_cell(row, 'mean_crossbars_used', 1.0, 18)}")
 
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / "stagewise_vs_evolution.json"
-    out.write_text(json.dumps({
-        "command": "python " + " ".join(["bench/stagewise_vs_evolution.py"] + sys.argv[1:]),
+    write_results("stagewise_vs_evolution.json", {
+        "command": command_line(__file__, args),
         "platform": platform.platform(), "python": platform.python_version(),
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "target": "neurosim-22nm", "seeds": args.seeds, "generations": args.generations,
         "group_size": args.group_size, "supernet": training, "summary": table,
         "runs": runs, "total_seconds": round(time.perf_counter() - started, 1),
-    }, indent=1) + "\n")
-    print(f"\nwrote {out}")
+    })
 
 
 if __name__ == "__main__":
