@@ -31,3 +31,9 @@ def group4_result(group4_files):
     from enasa_compiler.pipeline import compile_detailed
 
     return compile_detailed(group4_files, "neurosim-22nm")
+
+
+@pytest.fixture(scope="session")
+def compiled_plan_path(group4_result, tmp_path_factory) -> Path:
+    """The four-subnet group's plan saved to a file, for tests of the commands."""
+    return group4_result.plan.save(tmp_path_factory.mktemp("plan") / "plan.json")
