@@ -9,14 +9,17 @@ a failed command leaves none behind.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from enasa_compiler.errors import EnasaError
+from enasa_compiler import __version__
+from enasa_compiler.errors import CheckFailedError, EnasaError
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +32,69 @@ EXIT_INTERNAL_ERROR = 3
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors as one line and exit code 2."""
+    """argparse that reports usage errors as one line and exit code 2.
+
+    With ``--json`` anywhere on the command line the error is also one JSON object on
+    stdout, like every other outcome, so a CI job that parses stdout sees it.
+    """
+
+    json_requested = False
 
     def error(self, message: str) -> Any:
+        if _Parser.json_requested:
+            _print_json_error("usage", f"{self.prog}: {message}", EXIT_BAD_INPUT)
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
+
+
+def _print_json_error(kind: str, message: str, exit_code: int) -> None:
+    print(json.dumps({"error": {"kind": kind, "message": message, "exit_code": exit_code}},
+                     indent=1, sort_keys=True))
+
+
+class _PipeSafeStdout(io.TextIOBase):
+    """stdout that goes quiet when its reader has gone (``enasa ... | head -1``).
+
+    A closed pipe is the reader's choice, not a failure of the command: the command
+    finishes its work and keeps its own exit code, and what it would have printed
+    after that point is dropped.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        super().__init__()
+        self._stream = stream
+        self.broken = False
+
+    def write(self, text: str) -> int:
+        if not self.broken:
+            try:
+                self._stream.write(text)
+            except BrokenPipeError:
+                self._mark_broken()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._mark_broken()
+
+    def isatty(self) -> bool:
+        return bool(self._stream.isatty())
+
+    def fileno(self) -> int:
+        return int(self._stream.fileno())
+
+    def _mark_broken(self) -> None:
+        self.broken = True
+        # Python flushes the real stdout again at exit; point its descriptor at
+        # /dev/null so that flush does not print "Exception ignored ... BrokenPipe".
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +107,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="enasa", description="Compile groups of NAS subnets onto ReRAM "
                      "compute-in-memory crossbars.")
+    parser.add_argument("--version", action="version", version=f"enasa {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("compile", help="compile a group of ONNX subnets into a plan")
@@ -74,10 +137,15 @@ def _build_parser() -> argparse.ArgumentParser:
                    "weights N times (default off)")
     _common(p)
 
-    p = sub.add_parser("validate", help="check a plan; exit 1 if invalid")
-    p.add_argument("plan", type=Path)
+    p = sub.add_parser("validate", help="check plans; exit 1 if one is invalid")
+    p.add_argument("plan", nargs="+", type=Path,
+                   help="plan files (several, as a pre-commit hook passes them: each line "
+                   "of the report then starts with the plan's name)")
     p.add_argument("--models", nargs="+", type=Path, default=None,
-                   help="the ONNX subnets the plan claims to map")
+                   help="the ONNX subnets the plan claims to map (one plan only)")
+    p.add_argument("--junit", type=Path, default=None, metavar="FILE",
+                   help="also write a JUnit XML report (a test case per check) for CI, "
+                   "for invalid plans and plans that do not load too")
     _common(p)
 
     p = sub.add_parser("simulate", help="cost report of a plan; --execute runs it")
@@ -132,6 +200,7 @@ def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
+    from enasa_compiler._text import plural
     from enasa_compiler.pipeline import compile_detailed
 
     plan = compile_detailed(args.models, args.target, solver=args.solver, mode=args.mode,
@@ -145,7 +214,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     dedup = plan.dedup
     tiles = plan.tiles()
     in_place = sum(tiles[p.tile].cells for p in plan.initial)
-    reuse = (f"; {len(plan.initial)} tiles ({in_place} cells) already in place, not "
+    reuse = (f"; {plural(len(plan.initial), 'tile')} ({in_place} cells) already in place, not "
              "written again" if plan.initial else "")
     bound = plan.bounds.get("lower_bound_ns")
     quality = (f", within {plan.bounds['gap']:.1%} of the lower bound {bound / 1e3:.1f} us"
@@ -153,34 +222,52 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     _emit(args, {"plan": str(args.output), "mode": plan.mode, "solver": plan.solver,
                  "totals": t.__dict__, "dedup": dedup, "bounds": plan.bounds,
                  "cells_in_place": in_place},
-          f"wrote {args.output}: {len(plan.subnets)} subnets, {len(plan.operators)} "
-          f"operators ({dedup.get('nodes_removed', 0)} shared nodes removed), {plan.mode} "
-          f"mapping on {t.crossbars_used} crossbars, makespan {t.makespan_ns / 1e3:.1f} us, "
+          f"wrote {args.output}: {plural(len(plan.subnets), 'subnet')}, "
+          f"{plural(len(plan.operators), 'operator')} "
+          f"({plural(dedup.get('nodes_removed', 0), 'shared node')} removed), {plan.mode} "
+          f"mapping on {plural(t.crossbars_used, 'crossbar')}, makespan "
+          f"{t.makespan_ns / 1e3:.1f} us, "
           f"energy {t.energy_pj / 1e6:.3f} uJ, utilization {t.utilization:.2%} "
           f"({plan.solver}{quality}){reuse}")
     return EXIT_OK
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from enasa_compiler.validator import validate
+    from enasa_compiler.errors import InputError
+    from enasa_compiler.junit import check_plan, write_junit
 
-    violations = validate(args.plan, models=args.models)
-    if args.json:
-        print(json.dumps({"valid": not violations,
-                          "violations": [{"kind": v.kind, "message": v.message}
-                                         for v in violations]}, indent=1))
-    elif violations:
-        for violation in violations:
-            print(str(violation))
-    elif not args.quiet:
-        print(f"{args.plan}: valid")
-    return EXIT_CHECK_FAILED if violations else EXIT_OK
+    if args.models is not None and len(args.plan) > 1:
+        raise InputError("--models belongs to one plan; validate the plans one at a time")
+    checks = [check_plan(path, models=args.models) for path in args.plan]
+    if args.junit is not None:
+        write_junit(args.junit, checks)
+    several = len(checks) > 1
+    errors = [c.error for c in checks if c.error is not None]
+    if args.json and not errors:  # with an error, stdout holds main's error object only
+        results = [{"plan": c.plan, "valid": c.valid,
+                    "violations": [{"kind": v.kind, "message": v.message}
+                                   for v in c.violations]} for c in checks]
+        print(json.dumps({"valid": all(c.valid for c in checks), "plans": results}
+                         if several else results[0], indent=1))
+    elif not args.json:
+        for check in checks:
+            prefix = f"{check.plan}: " if several else ""
+            for violation in check.violations:
+                print(f"{prefix}{violation}")
+            if check.valid and not args.quiet:
+                print(f"{check.plan}: valid")
+    bug = next((e for e in errors if not isinstance(e, EnasaError)), None)
+    if bug is not None or len(errors) == 1:
+        raise bug or errors[0]
+    if errors:  # one line, as every error: the plans that could not be checked
+        raise InputError("; ".join(str(e) for e in errors)) from errors[0]
+    return EXIT_CHECK_FAILED if any(c.violations for c in checks) else EXIT_OK
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from enasa_compiler.plan import Plan
     from enasa_compiler.report import check_plan_target, cost_report, format_cost_report
-    from enasa_compiler.validator import validate
+    from enasa_compiler.validator import describe_violations, validate
 
     if args.execute:
         return _execute(args)
@@ -189,9 +276,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     # A report of a plan that does not hold together would be numbers about nothing.
     violations = validate(args.plan)
     if violations:
-        print(f"enasa simulate: {args.plan} is not a valid plan ({len(violations)} "
-              f"violations; first: {violations[0]}); see enasa validate", file=sys.stderr)
-        return EXIT_CHECK_FAILED
+        raise CheckFailedError(f"{args.plan} is not a valid plan "
+                               f"({describe_violations(violations)}); see enasa validate")
     plan = Plan.load(args.plan)
     report = cost_report(plan, breakdown=args.breakdown)
     _emit(args, report, format_cost_report(report))
@@ -212,9 +298,8 @@ def _execute(args: argparse.Namespace) -> int:
         report = execute_and_compare(args.plan, args.models, args.inputs,
                                      quantized=args.quantized, limit=args.limit)
     except PlanInvalidError as exc:
-        print(f"enasa simulate: {args.plan} does not validate against the models ({exc}); "
-              "see enasa validate --models", file=sys.stderr)
-        return EXIT_CHECK_FAILED
+        raise CheckFailedError(f"{args.plan} does not validate against the models ({exc}); "
+                               "see enasa validate --models") from exc
     _emit(args, report, format_execution(report))
     return EXIT_OK
 
@@ -283,8 +368,20 @@ _COMMANDS = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``enasa`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_requested = "--json" in argv
+    stdout = sys.stdout
+    sys.stdout = _PipeSafeStdout(stdout)
+    try:
+        return _run(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout
+
+
+def _run(argv: list[str]) -> int:
     args = _build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.argv = argv
     level = logging.WARNING
     if args.verbose:
         level = logging.INFO
@@ -296,17 +393,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EnasaError as exc:
         if args.debug:
             raise
-        print(f"enasa {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return _report_error(args, exc.kind, str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        print(f"enasa {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _report_error(args, "interrupted", "interrupted", 130, prefix="")
     except Exception as exc:  # a bug, not bad input: still one line, never half a file
         if args.debug:
             raise
-        print(f"enasa {args.command}: internal error: {type(exc).__name__}: {exc} "
-              "(rerun with --debug for the traceback and report it)", file=sys.stderr)
-        return EXIT_INTERNAL_ERROR
+        return _report_error(
+            args, "internal", f"{type(exc).__name__}: {exc} (rerun with --debug for the "
+            "traceback and report it)", EXIT_INTERNAL_ERROR, prefix="internal error: ")
+
+
+def _report_error(args: argparse.Namespace, kind: str, message: str, exit_code: int,
+                  prefix: str = "error: ") -> int:
+    """One line on stderr; with ``--json`` also one JSON object on stdout."""
+    print(f"enasa {args.command}: {prefix}{message}", file=sys.stderr)
+    if args.json:
+        _print_json_error(kind, message, exit_code)
+    return exit_code
 
 
 if __name__ == "__main__":
