@@ -17,11 +17,12 @@ from enasa_compiler.demo import group_model_max_error
 from enasa_compiler.frontend import load_group
 from enasa_compiler.passes import CanonicalizePass
 from enasa_compiler.targets import load_target, target_from_dict
+from enasa_compiler.testing import assert_plan_valid, compile_and_check
 
 
 def test_compiled_plan_validates_and_covers_every_subnet(group4_result):
     plan = group4_result.plan
-    assert enasa_compiler.validate(plan) == []
+    assert_plan_valid(plan)
     assert plan.mode == "resident"
     assert {i for op in plan.operators for i in op.subnets} == {0, 1, 2, 3}
     # the four subnets share their first 10 layers: the stem and those layers' operators
@@ -107,14 +108,13 @@ def test_readme_python_snippets_run_as_written(group4_files, tmp_path, capsys):
 
 @pytest.mark.parametrize("batch", [2])
 def test_batch_size_scales_vectors_not_weights(group4_files, group4_result, batch):
-    plan = enasa_compiler.compile(group4_files[:1], "neurosim-22nm", batch=batch)
+    plan = compile_and_check(group4_files[:1], "neurosim-22nm", batch=batch)
     assert plan.batch == batch and plan.input_shape[0] == batch
-    assert enasa_compiler.validate(plan) == []
 
 
 def test_validate_with_models_rederives_every_operator(group4_result, group4_files):
     plan = group4_result.plan
-    assert enasa_compiler.validate(plan, models=group4_files) == []
+    assert_plan_valid(plan, models=group4_files)
     data = plan.to_dict()
     victim = data["operators"].pop(5)
     data["schedule"]["compute"] = [e for e in data["schedule"]["compute"]
