@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from enasa_compiler._text import plural
 from enasa_compiler.ir import MvmOp, OpKind, Tile, WeightMatrix
 from enasa_compiler.plan import ComputeEvent, Plan, PlanOperator
 from enasa_compiler.targets.cost import EventCost, digital_cost, mvm_cost
@@ -316,8 +317,9 @@ def check_tiles(index: PlanIndex) -> Iterator[Violation]:
     target = index.target
     for weight in index.plan.weights:
         if target is not None and weight.columns_per_weight != target.columns_per_weight:
-            yield Violation(TILE_SIZE, f"weight '{weight.id}' uses {weight.columns_per_weight}"
-                                       f" columns per weight, the target "
+            yield Violation(TILE_SIZE, f"weight '{weight.id}' uses "
+                                       f"{plural(weight.columns_per_weight, 'column')} "
+                                       f"per weight, the target "
                                        f"{target.columns_per_weight}")
         for t in weight.tiles:
             if not _tile_in_weight(t, weight):
@@ -326,12 +328,14 @@ def check_tiles(index: PlanIndex) -> Iterator[Violation]:
                                            f"{t.col_stop}): empty or outside weight "
                                            f"'{weight.id}' ({weight.rows} x {weight.cols})")
             if t.phys_rows != t.row_stop - t.row_start:
-                yield Violation(TILE_SIZE, f"tile '{t.id}' has {t.phys_rows} physical rows "
-                                           f"for {t.row_stop - t.row_start} weight rows")
+                yield Violation(TILE_SIZE, f"tile '{t.id}' has "
+                                           f"{plural(t.phys_rows, 'physical row')} for "
+                                           f"{plural(t.row_stop - t.row_start, 'weight row')}")
             phys_cols = (t.col_stop - t.col_start) * weight.columns_per_weight
             if t.phys_cols != phys_cols:
-                yield Violation(TILE_SIZE, f"tile '{t.id}' has {t.phys_cols} physical "
-                                           f"columns, its weight columns need {phys_cols}")
+                yield Violation(TILE_SIZE, f"tile '{t.id}' has "
+                                           f"{plural(t.phys_cols, 'physical column')}, its "
+                                           f"weight columns need {phys_cols}")
             if target is not None and (t.phys_rows > target.crossbar.rows
                                        or t.phys_cols > target.crossbar.cols):
                 yield Violation(TILE_SIZE, f"tile '{t.id}' ({t.phys_rows} x {t.phys_cols}) "

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from enasa_compiler._text import column_width, plural
 from enasa_compiler.errors import InputError
 from enasa_compiler.frontend import load_group
 from enasa_compiler.inputs import read_npz
@@ -29,7 +30,7 @@ from enasa_compiler.targets.executor import (
     onnxruntime_outputs,
     top1_agreement,
 )
-from enasa_compiler.validator import validate
+from enasa_compiler.validator import describe_violations, validate
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class PlanInvalidError(Exception):
     """The plan does not validate against the models; carries the violations."""
 
     def __init__(self, violations: list[Any]) -> None:
-        super().__init__(f"{len(violations)} violations; first: {violations[0]}")
+        super().__init__(describe_violations(violations))
         self.violations = violations
 
 
@@ -95,16 +96,17 @@ def execute_and_compare(
 
 def format_execution(report: dict[str, Any]) -> str:
     """Render :func:`execute_and_compare` as a table."""
-    lines = [f"executed {report['images']} images through the plan's tiles "
+    lines = [f"executed {plural(report['images'], 'image')} through the plan's tiles "
              f"({report['mode']} mode); compared with onnxruntime per subnet", ""]
-    header = f"{'subnet':<16}{'max abs err (ideal)':>20}"
+    name_width = column_width(["subnet", *(row["name"] for row in report["subnets"])], 16)
+    header = f"{'subnet':<{name_width}}{'max abs err (ideal)':>20}"
     quantized = any("quantized_top1_agreement" in r for r in report["subnets"])
     labelled = any("accuracy" in r for r in report["subnets"])
     header += f"{'top-1 agreement':>17}" if quantized else ""
     header += f"{'accuracy':>10}" if labelled else ""
     lines.append(header)
     for row in report["subnets"]:
-        line = f"{row['name'][:15]:<16}{row['ideal_max_abs_error']:>20.2e}"
+        line = f"{row['name']:<{name_width}}{row['ideal_max_abs_error']:>20.2e}"
         if quantized:
             line += f"{row['quantized_top1_agreement']:>17.1%}"
         if labelled:

@@ -14,6 +14,7 @@ import zipfile
 
 import numpy as np
 
+from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def _check_labels(labels: np.ndarray, count: int, origin: str) -> None:
     if labels.shape[0] != count:
         raise InputError(
             f"{origin}: arrays 'images' and 'labels' differ in length "
-            f"({count} images, {labels.shape[0]} labels)"
+            f"({plural(count, 'image')}, {plural(labels.shape[0], 'label')})"
         )
     if count and labels.min() < 0:
         raise InputError(f"{origin}: array 'labels' holds negative class indices")

@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from enasa_compiler import report_breakdown as rb
+from enasa_compiler._text import column_width, plural
 from enasa_compiler.ir import OpKind
 from enasa_compiler.plan import Plan
 from enasa_compiler.targets.target import Target, target_from_dict
@@ -105,6 +106,7 @@ def cost_report(plan: Plan, *, breakdown: bool = False) -> dict[str, Any]:
         total_energy_per_image_pj=total_pj / images if images else 0.0,
         effective_tops=ops / plan.totals.makespan_ns / 1e3 if plan.totals.makespan_ns else 0.0,
         effective_tops_per_w=ops / total_pj if total_pj else 0.0,  # ops/pJ = TOPS/W
+        **rb.write_times(plan),
     )
     report: dict[str, Any] = {
         "target": plan.target.get("name", "?"),
@@ -140,7 +142,8 @@ def format_cost_report(report: dict[str, Any]) -> str:
         f"write share     {t['write_share']:12.2%}  (cell programming / total energy)",
         f"cell writes     {t['cell_writes']:12d}",
         f"crossbars used  {t['crossbars_used']:12d}"
-        + (f"  ({report['duplicated_operators']} operators with duplicated weights)"
+        + (f"  ({plural(report['duplicated_operators'], 'operator')} with duplicated "
+           "weights)"
            if report.get("duplicated_operators") else ""),
         f"utilization     {t['utilization']:12.2%}  (of allocated crossbars "
         f"{t['allocated_utilization']:.2%}, spatial {t['spatial_utilization']:.2%})",
@@ -155,14 +158,15 @@ def format_cost_report(report: dict[str, Any]) -> str:
                      f"{bounds['gap']:.2%}; CP-SAT {bounds.get('solver_status', 'not run')})")
     lines += rb.format_components(report["components_pj"], report["shares"])
     lines += rb.format_chip(report["chip"])
+    name_width = column_width(["subnet", *(row["name"] for row in report["subnets"])], 14)
     lines += [
         "",
-        f"{'subnet':<14}{'ops':>6}{'shared':>8}{'MMACs':>10}{'latency us':>13}"
+        f"{'subnet':<{name_width}}{'ops':>6}{'shared':>8}{'MMACs':>10}{'latency us':>13}"
         f"{'energy uJ':>12}{'attrib. uJ':>12}{'util.':>8}{'spatial':>9}",
     ]
     for s in report["subnets"]:
         lines.append(
-            f"{s['name'][:13]:<14}{s['operators']:>6}{s['shared_operators']:>8}"
+            f"{s['name']:<{name_width}}{s['operators']:>6}{s['shared_operators']:>8}"
             f"{s['macs'] / 1e6:>10.2f}{s['latency_ns'] / 1e3:>13.2f}"
             f"{s['energy_pj'] / 1e6:>12.4f}{s['attributed_energy_pj'] / 1e6:>12.4f}"
             f"{s['utilization']:>8.2%}{s['spatial_utilization']:>9.2%}"

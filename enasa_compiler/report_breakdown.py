@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from enasa_compiler._text import column_width, plural
 from enasa_compiler.ir import MvmOp
 from enasa_compiler.plan import Plan
 from enasa_compiler.targets import area, power, throughput
@@ -34,8 +35,9 @@ from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["chip_summary", "component_energy", "format_breakdown", "format_chip",
-           "format_components", "operator_rows"]
+__all__ = ["COMPONENT_GROUPS", "GROUP_LABELS", "chip_summary", "component_energy",
+           "format_breakdown", "format_chip", "format_components", "operator_rows",
+           "write_times"]
 
 # Component groups of the shares line, in the order NeuroSim lists them.
 _GROUPS = {
@@ -49,6 +51,10 @@ _GROUPS = {
     "leakage": ("leakage",),
 }
 _LABELS = {"adc_dac_sample_hold": "ADC+DAC+S&H", "write": "writes"}
+COMPONENT_GROUPS = _GROUPS
+"""Component group -> the ``components_pj`` keys it sums (the ``shares`` groups)."""
+GROUP_LABELS = _LABELS
+"""Display names of the groups whose key is not already readable."""
 
 
 def component_energy(plan: Plan, target: Target) -> dict[str, float]:
@@ -72,6 +78,27 @@ def component_energy(plan: Plan, target: Target) -> dict[str, float]:
             totals[name] = totals.get(name, 0.0) + pj
     totals["leakage"] = leakage_pj(plan, target)
     return totals
+
+
+def write_times(plan: Plan) -> dict[str, int]:
+    """Time spent programming crossbars, in ns, two ways.
+
+    ``write_time_ns`` is wall-clock time during which at least one crossbar is being
+    written (what a resident plan's start-up or a dynamic plan's reloading costs in
+    time); ``write_crossbar_ns`` is crossbar-time spent writing, comparable with the
+    totals' ``busy_crossbar_ns`` for computing.
+    """
+    wall_ns = 0
+    reach_ns: int | None = None
+    for start, end in sorted((e.start_ns, e.end_ns) for e in plan.program):
+        if reach_ns is None or start > reach_ns:
+            wall_ns += end - start
+            reach_ns = end
+        elif end > reach_ns:
+            wall_ns += end - reach_ns
+            reach_ns = end
+    return {"write_time_ns": wall_ns,
+            "write_crossbar_ns": sum(e.end_ns - e.start_ns for e in plan.program)}
 
 
 def leakage_pj(plan: Plan, target: Target) -> float:
@@ -168,8 +195,10 @@ def format_chip(chip: dict[str, Any]) -> list[str]:
     listed = ", ".join(f"{k} {v / total:.1%}" for k, v in parts if v > 0 and total)
     return [
         "",
-        f"chip {chip['name']}: {chip['tiles']} tiles x {chip['pes_per_tile']} PEs x "
-        f"{chip['crossbars_per_pe']} crossbars ({chip['crossbars']} crossbars)",
+        f"chip {chip['name']}: {plural(chip['tiles'], 'tile')} x "
+        f"{plural(chip['pes_per_tile'], 'PE')} x "
+        f"{plural(chip['crossbars_per_pe'], 'crossbar')} "
+        f"({plural(chip['crossbars'], 'crossbar')})",
         f"area            {total:12.3f} mm^2  (tile {chip['tile_area_mm2']:.4f}, PE "
         f"{chip['pe_area_mm2']:.5f}; {listed})",
         f"peak power      {chip['peak_power_w']:12.3f} W     (tile "
@@ -181,10 +210,16 @@ def format_chip(chip: dict[str, Any]) -> list[str]:
 
 
 def format_breakdown(rows: list[dict[str, Any]]) -> list[str]:
-    """Render the per-operator (per-layer) table, in schedule order."""
-    lines = ["", f"{'operator':<28}{'type':<10}{'xbars':>6}{'copies':>7}{'latency ns':>12}"
-                 f"{'read ns':>10}{'sense ns':>10}{'dyn. nJ':>10}{'ADC nJ':>9}{'acc. nJ':>9}"
-                 f"{'buf. nJ':>9}{'IC nJ':>8}{'leak. nJ':>10}"]
+    """Render the per-operator (per-layer) table, in schedule order.
+
+    Operator ids of a merged group differ only in their tails (``s3/...``), and op types
+    are what a reader scans for, so both columns are as wide as their longest entry.
+    """
+    id_width = column_width(["operator", *(r["id"] for r in rows)], 28)
+    type_width = column_width(["type", *(r["op_type"] for r in rows)], 10)
+    lines = ["", f"{'operator':<{id_width}}{'type':<{type_width}}{'xbars':>6}{'copies':>7}"
+                 f"{'latency ns':>12}{'read ns':>10}{'sense ns':>10}{'dyn. nJ':>10}"
+                 f"{'ADC nJ':>9}{'acc. nJ':>9}{'buf. nJ':>9}{'IC nJ':>8}{'leak. nJ':>10}"]
     ordered = sorted(rows, key=lambda r: (r["start_ns"] is None, r["start_ns"] or 0, r["id"]))
     for r in ordered:
         c = r["components_pj"]
@@ -192,7 +227,8 @@ def format_breakdown(rows: list[dict[str, Any]]) -> list[str]:
         links = sum(c.get(k, 0.0) for k in INTERCONNECT)
         accumulate = sum(c.get(k, 0.0) for k in ACCUMULATION)
         lines.append(
-            f"{r['id'][-27:]:<28}{r['op_type'][:9]:<10}{r['crossbars']:>6}{r['copies']:>7}"
+            f"{r['id']:<{id_width}}{r['op_type']:<{type_width}}{r['crossbars']:>6}"
+            f"{r['copies']:>7}"
             f"{r['latency_ns']:>12}{r['read_ns']:>10.0f}{r['sensing_ns']:>10.0f}"
             f"{r['energy_pj'] / 1e3:>10.3f}{c.get('adc', 0.0) / 1e3:>9.3f}"
             f"{accumulate / 1e3:>9.3f}{buffers / 1e3:>9.3f}{links / 1e3:>8.3f}"

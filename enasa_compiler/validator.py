@@ -24,6 +24,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from enasa_compiler._text import plural
 from enasa_compiler._validator_checks import (
     COVERAGE,
     DEPENDENCY,
@@ -76,6 +77,7 @@ __all__ = [
     "TOTALS",
     "UNKNOWN_REF",
     "Violation",
+    "describe_violations",
     "validate",
 ]
 
@@ -280,7 +282,8 @@ def _check_copies(index: PlanIndex) -> Iterator[Violation]:
             continue
         where = f"operator '{op.id}' has copies {op.copies}"
         if op.kind is not OpKind.MVM or len(op.weights) % op.copies:
-            yield Violation(PLACEMENT, f"{where} but {len(op.weights)} weight matrices"
+            yield Violation(PLACEMENT, f"{where} but "
+                            f"{plural(len(op.weights), 'weight matrix', 'weight matrices')}"
                             + ("" if op.kind is OpKind.MVM else " and is not an MVM"))
             continue
         groups = len(op.weights) // op.copies
@@ -341,8 +344,8 @@ def _model_sha256(model: Any, position: int) -> str:
 
 def _check_models(plan: Plan, models: Sequence[Any]) -> Iterator[Violation]:
     if len(models) != len(plan.subnets):
-        yield Violation(MODELS, f"{len(models)} models given for a plan of "
-                                f"{len(plan.subnets)} subnets")
+        yield Violation(MODELS, f"{plural(len(models), 'model')} given for a plan of "
+                                f"{plural(len(plan.subnets), 'subnet')}")
     for position, (model, subnet) in enumerate(zip(models, plan.subnets, strict=False)):
         digest = _model_sha256(model, position)
         if digest != subnet.source_sha256:
@@ -451,5 +454,14 @@ def validate(
             violations.extend(_check_operators_against_models(typed, given, target))
     order = {kind: i for i, kind in enumerate(KINDS)}
     violations.sort(key=lambda v: order.get(v.kind, len(order)))
-    logger.debug("plan validated: %d violations", len(violations))
+    logger.debug("plan validated: %s", plural(len(violations), "violation"))
     return violations
+
+
+def describe_violations(violations: Sequence[Violation]) -> str:
+    """Say how many violations there are and show the first, for a one-line refusal.
+
+    ``simulate``, ``report`` and ``simulate --execute`` refuse an invalid plan with the
+    same words; the full list is ``enasa validate``'s job.
+    """
+    return f"{plural(len(violations), 'violation')}; first: {violations[0]}"

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
 from enasa_compiler.inputs import read_npz
 
@@ -187,6 +188,7 @@ def train_val_split(
     count = len(dataset)
     val_count = max(1, round(val_fraction * count))
     if val_count >= count:
-        raise InputError(f"cannot split {count} images into training and validation parts")
+        raise InputError(f"cannot split {plural(count, 'image')} into training and "
+                         "validation parts")
     order = np.random.default_rng(seed).permutation(count)
     return dataset.subset(order[val_count:]), dataset.subset(order[:val_count])

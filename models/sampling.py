@@ -17,6 +17,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from enasa_compiler._text import plural
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -120,7 +122,8 @@ def _distinct_parts(
                 seen.add(part)
                 parts.append(part)
     if count > len(parts):
-        logger.info("only %d distinct architectures exist; repeating to fill %d", space, count)
+        logger.info("the space holds only %s; repeating them to fill %d",
+                    plural(space, "distinct architecture"), count)
         parts += [parts[i % len(parts)] for i in range(len(parts), count)]
     return parts
 
@@ -218,7 +221,7 @@ def fixed_half(num_layers: int, generation: int) -> range:
 def _check_arch(arch: Sequence[int], num_layers: int, num_choices: int, what: str) -> Arch:
     arch = tuple(int(c) for c in arch)
     if len(arch) != num_layers:
-        raise ValueError(f"{what} has {len(arch)} layers, expected {num_layers}")
+        raise ValueError(f"{what} has {plural(len(arch), 'layer')}, expected {num_layers}")
     if any(not 0 <= c < num_choices for c in arch):
         raise ValueError(f"{what} has choices outside [0, {num_choices}): {list(arch)}")
     return arch

@@ -19,6 +19,8 @@ from typing import cast
 import torch
 from torch import nn
 
+from enasa_compiler._text import plural
+
 from ._subnet_view import SubnetView, run_head
 
 logger = logging.getLogger(__name__)
@@ -304,7 +306,8 @@ class SposSupernet(nn.Module):
         """
         arch = tuple(int(c) for c in arch)
         if len(arch) != self.num_layers:
-            raise ValueError(f"arch has {len(arch)} choices, supernet has {self.num_layers}")
+            raise ValueError(f"arch has {plural(len(arch), 'choice')}, supernet has "
+                             f"{plural(self.num_layers, 'layer')}")
         bad = [c for c in arch if not 0 <= c < SPOS_CHOICES]
         if bad:
             raise ValueError(f"choices must be in [0, {SPOS_CHOICES}), got {bad}")

@@ -13,7 +13,9 @@ import logging
 
 import onnx_ir as ir
 
-from ._common import WEIGHT_GROUP_KEY, weight_digest, weight_input
+from enasa_compiler._text import plural
+
+from ._common import WEIGHT_GROUP_KEY, sort_graph, weight_digest, weight_input
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,7 @@ class WeightSharePass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Tag weight-sharing nodes of ``model`` in place."""
         graph = model.graph
-        graph.sort()
+        sort_graph(graph)
         previous_tags = {
             node: node.metadata_props.pop(WEIGHT_GROUP_KEY)
             for node in graph
@@ -69,7 +71,7 @@ class WeightSharePass(ir.passes.InPlacePass):
                     node.name = _fresh_node_name(taken_names, node.op_type)
                 node.metadata_props[WEIGHT_GROUP_KEY] = group_id
             self.groups[group_id] = [str(node.name) for node in members]
-        logger.info("Weight sharing: %d groups", len(self.groups))
+        logger.info("Weight sharing: %s", plural(len(self.groups), "group"))
         tags = {
             node: node.metadata_props[WEIGHT_GROUP_KEY]
             for node in graph

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 import onnx_ir as ir
 
+from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
 from enasa_compiler.ir import OpKind, Tile, WeightMatrix
 from enasa_compiler.plan import ComputeEvent, Plan, PlanOperator
@@ -196,8 +197,10 @@ class PlanRun:
             assert weight is not None
             geometry = nm.conv_geometry(node, weight.shape, x.shape[2:])
             if geometry.groups != len(matrices):
-                raise ExecutionError(f"operator '{op.id}' has {len(matrices)} weight "
-                                     f"matrices for a conv of {geometry.groups} groups")
+                raise ExecutionError(
+                    f"operator '{op.id}' has "
+                    f"{plural(len(matrices), 'weight matrix', 'weight matrices')} for a conv "
+                    f"of {plural(geometry.groups, 'group')}")
             cin = weight.shape[1]
             parts = []
             for g, matrix in enumerate(matrices):

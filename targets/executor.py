@@ -28,6 +28,7 @@ import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
+from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
 from enasa_compiler.plan import Plan
 from enasa_compiler.targets import _node_math as nm
@@ -222,7 +223,8 @@ def compare_with_onnxruntime(result: ExecutionResult, subnet_models: Sequence[Mo
     outputs are matched to the plan's by position.
     """
     if len(subnet_models) != len(result.outputs):
-        raise InputError(f"{len(subnet_models)} models for {len(result.outputs)} subnets")
+        raise InputError(f"{plural(len(subnet_models), 'model')} for "
+                         f"{plural(len(result.outputs), 'subnet')}")
     errors = []
     for outputs, model in zip(result.outputs, subnet_models, strict=True):
         expected = onnxruntime_outputs(model, images)
@@ -257,7 +259,8 @@ def top1_agreement(result: ExecutionResult,
     else:
         references = [_first_output(r) for r in reference_outputs]
     if len(references) != len(result.outputs):
-        raise InputError(f"{len(references)} references for {len(result.outputs)} subnets")
+        raise InputError(f"{plural(len(references), 'reference')} for "
+                         f"{plural(len(result.outputs), 'subnet')}")
     return [float(np.mean(_classes(result.logits(i)) == _classes(ref)))
             for i, ref in enumerate(references)]
 

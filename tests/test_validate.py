@@ -461,7 +461,7 @@ def test_models_must_match_the_subnet_hashes(tmp_path):
     assert {v.kind for v in rederived} == {MODELS, MISSING_OP}
     assert has(rederived, MISSING_OP, "'s0/Relu_0'", "of the models is not in the plan")
     assert has(rederived, MODELS, "'conv0' in the plan is not in the models")
-    assert has(validate(data, models=paths[:1]), MODELS, "1 models", "2 subnets")
+    assert has(validate(data, models=paths[:1]), MODELS, "1 model given", "2 subnets")
     assert has(validate(data, models=paths[::-1]), MODELS, "model 0", "subnet 0")
     with pytest.raises(InputError):
         validate(data, models=[tmp_path / "absent.onnx", paths[1]])

@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from enasa_compiler._charts import utilization_figure
+from enasa_compiler._text import plural
 from enasa_compiler.atomic import write_atomic
 from enasa_compiler.plan import Plan
 
@@ -149,11 +150,13 @@ def markdown_report(results: dict[str, Any]) -> str:
         "",
         f"Command: `{results['command']}`",
         "",
-        f"Workload per space: {config['generations']} generations x {config['group_size']} "
-        f"subnets, full-size supernet ({config['input_size']}x{config['input_size']}, "
-        f"{config['num_classes']} classes, seeded random weights), each subnet evaluated "
-        f"on the same {config['images']} images. Target: `{results['target']['name']}` "
-        f"({results['target']['crossbars']} crossbars). Weight duplication "
+        f"Workload per space: {plural(config['generations'], 'generation')} x "
+        f"{plural(config['group_size'], 'subnet')}, full-size supernet "
+        f"({config['input_size']}x{config['input_size']}, "
+        f"{plural(config['num_classes'], 'class', 'classes')}, seeded random weights), each "
+        f"subnet evaluated on the same {plural(config['images'], 'image')}. Target: "
+        f"`{results['target']['name']}` ({plural(results['target']['crossbars'], 'crossbar')})"
+        f". Weight duplication "
         f"`{config['duplicate']}` and solver `{config['solver']}` for the modeled flows.",
         "",
         "**Measured vs modeled.** (a), (b), (c) and the ablations are *modeled*: plans "

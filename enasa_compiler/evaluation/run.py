@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
 from enasa_compiler.inputs import read_npz
 from enasa_compiler.models.export import export_group
@@ -151,7 +152,7 @@ def _images(config: BenchConfig) -> np.ndarray:
         want = (3, config.input_size, config.input_size)
         if images.shape[1:] != want or images.shape[0] < config.images:
             raise InputError(
-                f"{config.inputs}: need at least {config.images} images of shape "
+                f"{config.inputs}: need at least {plural(config.images, 'image')} of shape "
                 f"{want}, got {images.shape[0]} of {tuple(images.shape[1:])}")
         return np.ascontiguousarray(images, dtype=np.float32)
     rng = np.random.default_rng(config.seed)
@@ -229,7 +230,7 @@ def _scaling(config: BenchConfig, space: str, target: Target, scratch: Path,
     largest = max(max(config.scaling_groups), capacity_group)
     spec = WorkloadSpec(space, 1, largest, config.input_size, config.num_classes,
                         config.seed)
-    with steps.step(f"{space}: scaling, export {largest} subnets"):
+    with steps.step(f"{space}: scaling, export {plural(largest, 'subnet')}"):
         supernet = build_workload_supernet(spec)
         archs = sample_shared_group(supernet.num_layers, supernet.num_choices, largest,
                                     random.Random(config.seed))
