@@ -30,25 +30,21 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from enasa_compiler._gantt_rows import GanttRows, gantt_rows, tile_boundaries, time_origin_ns
 from enasa_compiler.plan import Plan, PlanOperator
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "MAX_GANTT_ROWS",
     "PROGRAM_KEY",
-    "GanttRows",
     "Style",
     "build_styles",
     "gantt_figure",
-    "gantt_rows",
     "op_style_key",
     "subnets_figure",
     "utilization_figure",
 ]
 
-MAX_GANTT_ROWS = 256
-"""Above this many crossbars the Gantt chart groups consecutive crossbars into bands."""
 PROGRAM_KEY = "program"
 FIGURE_WIDTH_IN = 13.0
 _ROW_HEIGHT_IN = 0.032
@@ -65,6 +61,7 @@ _COMPUTE_COLOR = "#1f77b4"
 _RowIntervals = dict[str, dict[int, list[tuple[int, int]]]]
 """Style key -> row -> ``(start_ns, end_ns)`` intervals."""
 _ZOOM_FACTOR = 4.0
+_TILE_RULE = "#9aa3ad"  # the rule between two chip tiles' rows
 
 
 @dataclass(frozen=True)
@@ -76,32 +73,6 @@ class Style:
     hatch: str | None = None
     edge: str | None = None
     hatch_color: str | None = None
-
-
-@dataclass(frozen=True)
-class GanttRows:
-    """Which Gantt row each used crossbar and digital unit is drawn on.
-
-    Attributes:
-        crossbar_row: crossbar id -> row index (0 = top).
-        band_size: crossbars per row (1 unless the plan uses more than
-            :data:`MAX_GANTT_ROWS` crossbars).
-        row_first: the first crossbar id of each row.
-        row_last: the last crossbar id of each row.
-        units: the digital units used, sorted; unit ``units[i]`` is drawn on row ``i``.
-
-    """
-
-    crossbar_row: dict[int, int]
-    band_size: int
-    row_first: tuple[int, ...]
-    row_last: tuple[int, ...]
-    units: tuple[int, ...]
-
-    @property
-    def crossbar_rows(self) -> int:
-        """Number of crossbar rows."""
-        return len(self.row_first)
 
 
 # ---- colours ------------------------------------------------------------------------
@@ -155,25 +126,6 @@ def build_styles(plan: Plan) -> dict[str, Style]:
 
 
 # ---- Gantt --------------------------------------------------------------------------
-def gantt_rows(plan: Plan, max_rows: int = MAX_GANTT_ROWS) -> GanttRows:
-    """Assign the plan's used crossbars (sorted) to rows, banding them when too many."""
-    used = sorted({p.crossbar for e in plan.compute for p in e.placements}
-                  | {e.crossbar for e in plan.program})
-    band_size = max(1, math.ceil(len(used) / max_rows))
-    crossbar_row = {xb: i // band_size for i, xb in enumerate(used)}
-    bands = [used[i:i + band_size] for i in range(0, len(used), band_size)]
-    units = tuple(sorted({e.unit for e in plan.compute if e.unit is not None}))
-    return GanttRows(crossbar_row=crossbar_row, band_size=band_size,
-                     row_first=tuple(b[0] for b in bands),
-                     row_last=tuple(b[-1] for b in bands), units=units)
-
-
-def time_origin_ns(plan: Plan) -> int:
-    """Return the first event's start (report times count from it, as cost_report's do)."""
-    starts = [e.start_ns for e in plan.compute] + [e.start_ns for e in plan.program]
-    return min(starts, default=0)
-
-
 def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Union of half-open intervals, so a band draws one bar where its crossbars overlap."""
     merged: list[tuple[int, int]] = []
@@ -244,27 +196,24 @@ def _legend_handle(style: Style) -> Patch:
 
 
 def _row_ticks(rows: GanttRows) -> tuple[list[int], list[str]]:
+    """Ticks at the rows that start a tile (when rows are finer than tiles), else spread."""
     count = rows.crossbar_rows
-    step = max(1, math.ceil(count / _Y_TICKS))
-    positions = list(range(0, count, step))
-    if rows.band_size == 1:
-        return positions, [f"xb {rows.row_first[r]}" for r in positions]
-    return positions, [f"xb {rows.row_first[r]}\u2013{rows.row_last[r]}" for r in positions]
+    if rows.level == "tile":
+        step = max(1, math.ceil(count / _Y_TICKS))
+        positions = list(range(0, count, step))
+        return positions, [rows.row_label(r) for r in positions]
+    starts = [0, *tile_boundaries(rows)] if count else []
+    step = max(1, math.ceil(len(starts) / _Y_TICKS))
+    positions = starts[::step]
+    return positions, [f"tile {rows.tile_of(rows.row_first[r])} \u00b7 {rows.row_label(r)}"
+                       for r in positions]
 
 
-def gantt_note(rows: GanttRows) -> str:
-    """One sentence on how the crossbar rows were chosen."""
-    used = len(rows.crossbar_row)
-    if rows.band_size == 1:
-        return f"One row per used crossbar ({used}), sorted by id."
-    return (f"The plan uses {used} crossbars; they are drawn in {rows.crossbar_rows} bands of "
-            f"{rows.band_size} consecutive used crossbars (sorted by id), and a band is shown "
-            "busy while any of its crossbars is.")
-
-
-def gantt_figure(plan: Plan, styles: dict[str, Style]) -> Figure:
-    """Crossbar Gantt chart: one row per crossbar (or band), digital units below."""
-    rows = gantt_rows(plan)
+def gantt_figure(
+    plan: Plan, styles: dict[str, Style], rows: GanttRows | None = None
+) -> Figure:
+    """Crossbar Gantt chart: one row per crossbar (or PE, or tile), digital units below."""
+    rows = rows or gantt_rows(plan)
     origin_ns = time_origin_ns(plan)
     crossbar, digital = _gantt_intervals(plan, rows)
     unit_count = len(rows.units)
@@ -286,8 +235,9 @@ def gantt_figure(plan: Plan, styles: dict[str, Style]) -> Figure:
     ax.set_ylim(rows.crossbar_rows - 0.5, -0.5)
     positions, labels = _row_ticks(rows)
     ax.set_yticks(positions, labels, fontsize=7)
-    band = "crossbar" if rows.band_size == 1 else f"crossbar band ({rows.band_size} per row)"
-    ax.set_ylabel(band)
+    for row in tile_boundaries(rows):
+        ax.axhline(row - 0.5, color=_TILE_RULE, linewidth=0.4, zorder=1)
+    ax.set_ylabel(rows.level if rows.per_row == 1 else f"{rows.per_row} tiles per row")
     ax.grid(axis="x", color="#e6e6e6", linewidth=0.6, zorder=0)
     ax.set_title(f"Crossbar schedule: {len(rows.crossbar_row)} crossbars"
                  + (f", {unit_count} digital units" if unit_count else ""), loc="left")

@@ -41,9 +41,11 @@ def add_report_parser(
 
     """
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "report", help="HTML report of a plan: Gantt chart, utilization, per-subnet costs",
-        description="Write a self-contained HTML page (inline SVG charts, no network) "
-                    "describing a plan; refuses an invalid plan (exit 1).")
+        "report", help="HTML report of a plan: simulate's costs by component, chip area "
+                       "and power, Gantt chart, per-operator table",
+        description="Write a self-contained HTML page (inline SVG charts and script, no "
+                    "network) describing a plan with enasa simulate's numbers; refuses an "
+                    "invalid plan (exit 1).")
     parser.add_argument("plan", type=Path, help="plan file (JSON)")
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="HTML file to write")
@@ -75,13 +77,13 @@ def run_report(args: argparse.Namespace) -> int:
     from enasa_compiler.atomic import write_atomic
     from enasa_compiler.plan import Plan, read_plan_json
     from enasa_compiler.report_html import render_report_and_charts, write_charts_png
-    from enasa_compiler.validator import validate
+    from enasa_compiler.validator import describe_violations, validate
 
     data = read_plan_json(args.plan)
     violations = validate(data)
     if violations:
-        print(f"enasa report: {args.plan} is not a valid plan ({len(violations)} "
-              f"violations; first: {violations[0]}); see enasa validate", file=sys.stderr)
+        print(f"enasa report: {args.plan} is not a valid plan "
+              f"({describe_violations(violations)}); see enasa validate", file=sys.stderr)
         return _EXIT_CHECK_FAILED
     plan = Plan.from_dict(data)
     start = time.perf_counter()

@@ -1,14 +1,19 @@
 """A self-contained HTML report of a plan, for people to read before trusting it.
 
-``enasa simulate`` prints the numbers; this page adds what a table cannot show at a
-glance: a Gantt chart of every used crossbar (and digital unit) over time, coloured
-by the subnet each operator serves (compute-shared operators stand out), the
-crossbars' utilization over time, per-subnet costs and the deduplication summary.
+``enasa simulate`` prints the numbers; this page shows the same numbers (read from
+the same :func:`~enasa_compiler.report.cost_report` dict, which the page also embeds
+as JSON, so the two cannot disagree) and what a table cannot show at a glance:
+energy and latency by component, the chip's area and power, a Gantt chart of every
+used crossbar (grouped by tile and PE) and digital unit over time with hover text on
+every bar and a per-subnet filter, the crossbars' utilization over time, per-subnet
+costs, a per-operator (per-layer) table and the deduplication summary.
 
 The page has no external resource (no CSS, script, font or image fetched from
-anywhere): charts are inline SVG made by matplotlib, styles are inline, so the file
-can be mailed, archived with the plan or opened offline. Equal plans give
-byte-identical pages (fixed SVG id salt, no dates), so reports can be diffed.
+anywhere): the Gantt chart is hand-written SVG (:mod:`enasa_compiler._gantt_svg`),
+the other charts inline SVG made by matplotlib, styles and the filter script are
+inline, so the file can be mailed, archived with the plan or opened offline. Equal
+plans give byte-identical pages (fixed SVG id salt, no dates), so reports can be
+diffed.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ from __future__ import annotations
 import contextlib
 import html
 import io
+import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +32,24 @@ from matplotlib.figure import Figure
 
 from enasa_compiler import __version__
 from enasa_compiler._charts import (
+    Style,
     build_styles,
     gantt_figure,
-    gantt_note,
-    gantt_rows,
     subnets_figure,
     utilization_figure,
+)
+from enasa_compiler._gantt_rows import GanttRows, gantt_note, gantt_rows
+from enasa_compiler._gantt_svg import GANTT_TITLE, gantt_legend_html, gantt_svg
+from enasa_compiler._report_sections import (
+    card,
+    costs_section,
+    operators_section,
+    percent,
+    ratio,
+    short,
+    si,
+    table,
+    uj,
 )
 from enasa_compiler.atomic import write_atomic
 from enasa_compiler.plan import Plan
@@ -51,7 +68,7 @@ __all__ = [
 
 CHART_NAMES = ("gantt", "utilization", "subnets")
 """The charts, in page order; ``--png`` writes ``<name>.png`` for each."""
-_CHART_TITLES = ("Crossbar Gantt chart", "Utilization over time", "Per-subnet costs")
+_CHART_TITLES = (GANTT_TITLE, "Utilization over time", "Per-subnet costs")
 _PNG_DPI = 110
 _SVG_ID = re.compile(r'\bid="([^"]+)"')
 _SVG_REF = re.compile(r'(href="#|url\(#)([^")]+)')
@@ -62,24 +79,76 @@ body{margin:0;background:#f6f7f9;color:#1d232b;
 main{max-width:1280px;margin:0 auto;padding:24px 28px 48px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px}
 .facts{color:#4b5563;margin:0 0 16px}
-.cards{display:flex;flex-wrap:wrap;gap:10px}
-.card{flex:1 1 auto;min-width:140px;background:#fff;border:1px solid #dde1e6;
- border-radius:6px;padding:10px 12px}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:10px}
+.card{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:10px 12px}
 .card .k{font-size:12px;color:#5b6573;text-transform:uppercase;letter-spacing:.03em}
 .card .v{font-size:20px;font-weight:600;font-variant-numeric:tabular-nums;
  white-space:nowrap}
 .card .s{font-size:12px;color:#5b6573}
 figure{margin:0;background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:8px}
 figure svg{display:block;width:100%;height:auto}
+figure.gantt-box{max-height:85vh;overflow:auto}
 figcaption,.note{color:#4b5563;font-size:13px;margin:6px 4px 0}
 table{border-collapse:collapse;background:#fff;margin-top:10px;font-size:13px}
 th,td{padding:4px 10px;border-bottom:1px solid #e5e7eb;text-align:right;
  font-variant-numeric:tabular-nums;white-space:nowrap}
 th{background:#eef1f4;font-weight:600}
 td.l,th.l{text-align:left}tr:nth-child(even) td{background:#fafbfc}
+tr.group td{background:#f3f5f8;border-top:1px solid #d5dae0}
 .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px;
  vertical-align:-1px}
+.grid2{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:0 32px;
+ align-items:start}
+.grid2 table{width:100%}.grid2 .cards{grid-template-columns:repeat(auto-fill,
+ minmax(170px,1fr))}
+.stack{display:flex;height:18px;border-radius:4px;overflow:hidden;background:#e5e7eb;
+ margin:6px 0}
+.stack span{display:block;height:100%}
+.keys{font-size:12px;color:#4b5563}.keys .key,.legend .key{margin-right:12px;
+ white-space:nowrap;display:inline-block}
+.legend{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:6px 10px;
+ margin-bottom:8px;font-size:13px;line-height:1.9}
+.legend label{margin-right:12px;white-space:nowrap;display:inline-block;cursor:pointer}
+.legend input{vertical-align:-2px;margin:0 4px 0 0}
+.legend .lt{color:#5b6573;margin-right:8px}
+.legend button{font:inherit;font-size:12px;margin-right:6px;padding:0 8px}
+.scroll{max-height:640px;overflow:auto;border:1px solid #dde1e6;margin-top:10px}
+.scroll table{margin-top:0;font-size:12px}.scroll th{position:sticky;top:0;z-index:2}
+.scroll td,.scroll th{padding:3px 7px}
+.scroll td:first-child,.scroll th:first-child{position:sticky;left:0;z-index:1;
+ background:#fff;box-shadow:inset -1px 0 #dde1e6}.scroll th:first-child{z-index:3;
+ background:#eef1f4}
+.sub{padding-left:20px}
+svg.gantt text{pointer-events:none}svg.gantt .dim{opacity:.1}tr.dim{display:none}
+code{font-size:12px}
 footer{margin-top:36px;color:#6b7280;font-size:12px}
+"""
+# The subnet filter: a checked subnet's operators stay bright; an operator (bar,
+# label, table row) that serves no checked subnet is dimmed or hidden. Programming
+# bars carry the subnets of the operators that read the tile. A link ending
+# ``#subnets=0,3`` opens the page with only those subnets checked.
+_FILTER_JS = """
+(function(){
+var boxes=[].slice.call(document.querySelectorAll('#subnet-filter input[data-subnet]'));
+var marked=[].slice.call(document.querySelectorAll('[data-subnets]'));
+function apply(){
+ var on={};boxes.forEach(function(b){if(b.checked){on[b.dataset.subnet]=1;}});
+ marked.forEach(function(el){
+  var hit=el.dataset.subnets.split(' ').some(function(s){return on[s]===1;});
+  el.classList.toggle('dim',!hit);
+ });
+}
+boxes.forEach(function(b){b.addEventListener('change',apply);});
+[].forEach.call(document.querySelectorAll('#subnet-filter button[data-all]'),function(b){
+ b.addEventListener('click',function(){
+  boxes.forEach(function(x){x.checked=b.dataset.all==='1';});apply();});
+});
+var wanted=/subnets=([0-9,]+)/.exec(location.hash);
+if(wanted){
+ var keep=wanted[1].split(',');
+ boxes.forEach(function(b){b.checked=keep.indexOf(b.dataset.subnet)>=0;});apply();
+}
+})();
 """
 
 
@@ -89,31 +158,6 @@ def format_makespan(makespan_ns: int) -> str:
     return f"{makespan_ns / 1e3:,.2f} \u00b5s"
 
 
-def _uj(energy_pj: float) -> str:
-    return f"{energy_pj / 1e6:,.3f}"
-
-
-def _short(value: float) -> str:
-    """Four significant digits, without exponent notation (a headline number)."""
-    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
-
-
-def _si(count: float) -> str:
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(count) >= scale:
-            return f"{count / scale:.3g}{suffix}"
-    return f"{count:g}"
-
-
-def _percent(value: float) -> str:
-    # Plans often run their chip at well under 1 %: keep three significant digits.
-    return f"{value:.1%}" if value >= 0.01 else f"{value * 100:.3g}%"
-
-
-def _ratio(before: float, after: float) -> str:
-    return f"{before / after:.2f}\u00d7" if after else "\u2013"
-
-
 # ---- charts -------------------------------------------------------------------------
 def _style() -> contextlib.AbstractContextManager[None]:
     # Fixed SVG id salt and glyphs drawn as paths: deterministic SVG that needs no font.
@@ -121,15 +165,6 @@ def _style() -> contextlib.AbstractContextManager[None]:
         "svg.hashsalt": "enasa-report", "svg.fonttype": "path", "font.size": 10,
         "axes.titlesize": 10, "axes.spines.top": False, "axes.spines.right": False,
     })
-
-
-def _figures(plan: Plan, report: dict[str, Any]) -> dict[str, Figure]:
-    styles = build_styles(plan)
-    return {
-        "gantt": gantt_figure(plan, styles),
-        "utilization": utilization_figure(plan),
-        "subnets": subnets_figure(report, styles),
-    }
 
 
 def _svg(figure: Figure, prefix: str, title: str) -> str:
@@ -176,54 +211,59 @@ def write_charts_png(images: dict[str, bytes], folder: str | Path) -> list[Path]
 
 
 # ---- HTML ---------------------------------------------------------------------------
-def _table(header: Sequence[str], rows: Iterable[Sequence[str]], left: int = 1) -> str:
-    """Build an HTML table; the first ``left`` columns are text, the others numbers."""
-    def cells(tag: str, values: Sequence[str]) -> str:
-        return "".join(f'<{tag}{" class=l" if i < left else ""}>{v}</{tag}>'
-                       for i, v in enumerate(values))
-
-    body = "".join(f"<tr>{cells('td', row)}</tr>" for row in rows)
-    return f"<table><thead><tr>{cells('th', header)}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _card(key: str, value: str, sub: str = "") -> str:
-    extra = f'<div class="s">{sub}</div>' if sub else ""
-    return (f'<div class="card"><div class="k">{key}</div><div class="v">{value}</div>'
-            f"{extra}</div>")
-
-
 def _header(plan: Plan, report: dict[str, Any]) -> str:
-    t = plan.totals
-    dedup = plan.dedup
+    """Title, facts and the headline cards, every number from ``report["totals"]``."""
+    t = report["totals"]
+    dedup = report["dedup"]
     esc = html.escape
-    chip = plan.target.get("chip", {}).get("crossbars")
-    of_chip = f"of {chip:,} on the chip" if isinstance(chip, int) else ""
-    facts = (f"target <b>{esc(str(report['target']))}</b> \u00b7 <b>{esc(plan.mode)}</b> "
-             f"mapping \u00b7 solver <b>{esc(plan.solver)}</b> \u00b7 batch "
-             f"<b>{plan.batch}</b> \u00b7 group of <b>{len(plan.subnets)}</b> subnets \u00b7 "
-             f"<b>{len(plan.operators):,}</b> operators ({report['mvm_operators']:,} on "
-             f"crossbars)")
-    bound = plan.bounds.get("lower_bound_ns")
+    chip = report["chip"]["crossbars"]
+    facts = (f"target <b>{esc(str(report['target']))}</b> \u00b7 <b>{esc(report['mode'])}</b>"
+             f" mapping \u00b7 solver <b>{esc(report['solver'])}</b> \u00b7 batch "
+             f"<b>{report['batch']}</b> \u00b7 group of <b>{len(plan.subnets)}</b> subnets "
+             f"\u00b7 <b>{len(plan.operators):,}</b> operators ({report['mvm_operators']:,} on"
+             " crossbars)")
+    bounds = report["bounds"]
+    bound = bounds.get("lower_bound_ns")
     quality = (f" \u00b7 lower bound {format_makespan(bound)} (gap "
-               f"{plan.bounds.get('gap', 0.0):.2%})" if bound is not None else "")
+               f"{bounds.get('gap', 0.0):.2%})" if bound is not None else "")
+    mj = 1e6  # pJ per µJ
     cards = [
-        _card("makespan", format_makespan(t.makespan_ns),
-              f"{report['totals']['images_per_s']:,.0f} subnet-images/s{quality}"),
-        _card("energy", f"{_short(t.energy_pj / 1e6)} \u00b5J",
-              f"compute {_short(t.compute_energy_pj / 1e6)} \u00b7 writes "
-              f"{_short(t.write_energy_pj / 1e6)}"),
-        _card("crossbars used", f"{t.crossbars_used:,}", of_chip),
-        _card("utilization", _percent(t.utilization),
-              f"allocated {_percent(t.allocated_utilization)} \u00b7 spatial "
-              f"{_percent(t.spatial_utilization)}"),
-        _card("cell writes", f"{t.cell_writes:,}", f"{t.program_events:,} programming events"),
+        card("makespan", format_makespan(t["makespan_ns"]),
+             f"{t['images_per_s']:,.0f} subnet-images/s{quality}", total="makespan_ns"),
+        card("total energy", f"{short(t['total_energy_pj'] / mj)} \u00b5J",
+             f"dynamic {short(t['energy_pj'] / mj)} + leakage "
+             f"{short(t['leakage_energy_pj'] / mj)}", total="total_energy_pj"),
+        card("dynamic energy", f"{short(t['energy_pj'] / mj)} \u00b5J",
+             f"compute {short(t['compute_energy_pj'] / mj)} \u00b7 writes "
+             f"{short(t['write_energy_pj'] / mj)}", total="energy_pj"),
+        card("leakage", f"{short(t['leakage_energy_pj'] / mj)} \u00b5J",
+             f"static {short(report['chip']['static_power_mw'])} mW over the makespan",
+             total="leakage_energy_pj"),
+        card("write energy", f"{short(t['write_energy_pj'] / mj)} \u00b5J",
+             f"{percent(t['write_share'])} of the total \u00b7 {t['cell_writes']:,} cell "
+             f"writes in {t['program_events']:,} events", total="write_energy_pj"),
+        card("write time", format_makespan(t["write_time_ns"]),
+             f"wall clock with a crossbar being written \u00b7 "
+             f"{format_makespan(t['write_crossbar_ns'])} crossbar time",
+             total="write_time_ns"),
+        card("crossbars used", f"{t['crossbars_used']:,}", f"of {chip:,} on the chip",
+             total="crossbars_used"),
+        card("utilization", percent(t["utilization"]),
+             f"allocated {percent(t['allocated_utilization'])} \u00b7 spatial "
+             f"{percent(t['spatial_utilization'])}", total="utilization"),
+        card("energy per image", f"{short(t['total_energy_per_image_pj'] / mj)} \u00b5J",
+             f"with leakage \u00b7 dynamic {short(t['energy_per_image_pj'] / mj)}",
+             total="total_energy_per_image_pj"),
+        card("effective TOPS/W", f"{short(t['effective_tops_per_w'])}",
+             f"{short(t['effective_tops'])} TOPS, leakage included",
+             total="effective_tops_per_w"),
     ]
     if "nodes_before" in dedup and "nodes_after" in dedup:
-        macs = (f" \u00b7 MACs {_si(dedup['macs_before'])} \u2192 {_si(dedup['macs_after'])}"
+        macs = (f" \u00b7 MACs {si(dedup['macs_before'])} \u2192 {si(dedup['macs_after'])}"
                 if "macs_before" in dedup and "macs_after" in dedup else "")
-        cards.append(_card(
+        cards.append(card(
             "dedup operators", f"{dedup['nodes_before']:,} \u2192 {dedup['nodes_after']:,}",
-            f"{_ratio(dedup['nodes_before'], dedup['nodes_after'])} fewer{macs}"))
+            f"{ratio(dedup['nodes_before'], dedup['nodes_after'])} fewer{macs}"))
     title = f"Plan report: {len(plan.subnets)} subnets on {esc(str(report['target']))}"
     return (f"<header><h1>{title}</h1><p class=facts>{facts}</p>"
             f'<div class="cards">{"".join(cards)}</div></header>')
@@ -235,17 +275,18 @@ def _subnet_table(report: dict[str, Any], colors: dict[int, str]) -> str:
         swatch = f'<span class="swatch" style="background:{colors.get(s["index"], "#999")}">'
         rows.append([
             str(s["index"]), f"{swatch}</span>{html.escape(s['name'])}",
-            f"{s['latency_ns'] / 1e3:,.2f}", _uj(s["energy_pj"]),
-            _uj(s["attributed_energy_pj"]), f"{s['operators']:,}",
-            f"{s['shared_operators']:,}", f"{s['macs']:,}",
+            f"{s['latency_ns'] / 1e3:,.2f}", uj(s["energy_pj"]),
+            uj(s["attributed_energy_pj"]), f"{s['operators']:,}",
+            f"{s['shared_operators']:,}", f"{s['macs']:,}", percent(s["utilization"]),
+            percent(s["spatial_utilization"]),
         ])
-    return _table(["#", "subnet", "latency (\u00b5s)", "energy (\u00b5J)",
-                   "attributed energy (\u00b5J)", "operators", "shared operators", "MACs"],
-                  rows, left=2)
+    return table(["#", "subnet", "latency (\u00b5s)", "energy (\u00b5J)",
+                  "attributed energy (\u00b5J)", "operators", "shared operators", "MACs",
+                  "utilization", "spatial"], rows, left=2)
 
 
-def _dedup_tables(plan: Plan, report: dict[str, Any]) -> str:
-    dedup = plan.dedup
+def _dedup_tables(report: dict[str, Any]) -> str:
+    dedup = report["dedup"]
     rows = []
     done = set()
     for stem, label in (("nodes", "operators (graph nodes)"), ("macs", "MACs")):
@@ -253,21 +294,32 @@ def _dedup_tables(plan: Plan, report: dict[str, Any]) -> str:
         if before is None or after is None:
             continue
         removed = dedup.get(f"{stem}_removed", before - after)
-        share = _percent(removed / before) if before else "\u2013"
+        share = percent(removed / before) if before else "\u2013"
         rows.append([label, f"{before:,}", f"{after:,}", f"{removed:,}", share,
-                     _ratio(before, after)])
+                     ratio(before, after)])
         done |= {f"{stem}_before", f"{stem}_after", f"{stem}_removed"}
-    parts = [_table(["", "before", "after", "removed", "removed share", "ratio"], rows)
+    parts = [table(["", "before", "after", "removed", "removed share", "ratio"], rows)
              if rows else "<p class=note>The plan records no deduplication.</p>"]
     others = sorted(k for k in dedup if k not in done)
     if others:
-        parts.append(_table(["statistic", "count"],
-                            ([html.escape(k), f"{dedup[k]:,}"] for k in others)))
+        parts.append(table(["statistic", "count"],
+                           ([html.escape(k), f"{dedup[k]:,}"] for k in others)))
     kinds = report["by_kind"]
-    parts.append(_table(["operator kind", "operators", "energy (\u00b5J)"],
-                        ([html.escape(k), f"{int(v['operators']):,}", _uj(v["energy_pj"])]
-                         for k, v in sorted(kinds.items()))))
+    parts.append(table(["operator kind", "operators", "energy (\u00b5J)"],
+                       ([html.escape(k), f"{int(v['operators']):,}", uj(v["energy_pj"])]
+                        for k, v in sorted(kinds.items()))))
     return "".join(parts)
+
+
+def _report_json(report: dict[str, Any]) -> str:
+    """``simulate --json``'s data, for scripts and tests to read back from the page.
+
+    ``<`` is escaped so no subnet or operator name can close the script element.
+    """
+    simulate = {k: v for k, v in report.items() if k != "operators"}
+    text = json.dumps(simulate, indent=1, sort_keys=True, ensure_ascii=False)
+    text = text.replace("<", "\\u003c")
+    return f'<script type="application/json" id="cost-report">{text}</script>'
 
 
 def render_report(plan: Plan) -> str:
@@ -287,7 +339,7 @@ def render_report(plan: Plan) -> str:
 def render_report_and_charts(
     plan: Plan, *, html_page: bool = True, png: bool = True
 ) -> tuple[str, dict[str, bytes]]:
-    """Render the page and the PNG charts from one set of figures (the slow part).
+    """Render the page and the PNG charts from one cost report (the slow parts).
 
     Args:
         plan: a validated plan.
@@ -298,46 +350,67 @@ def render_report_and_charts(
         The HTML document and the PNG bytes by chart name (:data:`CHART_NAMES`).
 
     """
-    report = cost_report(plan)
-    with _style():
-        figures = _figures(plan, report)
-        images = {name: _png(figures[name]) for name in CHART_NAMES} if png else {}
-        if not html_page:
-            return "", images
-        svgs = {name: _svg(figures[name], name, title)
-                for name, title in zip(CHART_NAMES, _CHART_TITLES, strict=True)}
-    return _page(plan, report, svgs), images
-
-
-def _page(plan: Plan, report: dict[str, Any], svgs: dict[str, str]) -> str:
+    # The page's per-operator table needs the breakdown; the PNG charts do not.
+    report = cost_report(plan, breakdown=html_page)
+    rows = gantt_rows(plan)
     styles = build_styles(plan)
+    with _style():
+        figures = {"utilization": utilization_figure(plan),
+                   "subnets": subnets_figure(report, styles)}
+        # SVG before PNG: drawing at the PNG's dpi moves clip boxes by a hair, which
+        # would change the SVG's hashed ids and make the page depend on --png.
+        svgs = ({name: _svg(figures[name], name, title)
+                 for name, title in zip(CHART_NAMES, _CHART_TITLES, strict=True)
+                 if name in figures} if html_page else {})
+        images: dict[str, bytes] = {}
+        if png:
+            images["gantt"] = _png(gantt_figure(plan, styles, rows))
+            images.update((name, _png(figure)) for name, figure in figures.items())
+    if not html_page:
+        return "", images
+    op_rows = {r["id"]: r for r in report["operators"]}
+    svgs["gantt"] = gantt_svg(plan, rows, styles, op_rows)
+    return _page(plan, report, svgs, rows, styles), images
+
+
+def _page(plan: Plan, report: dict[str, Any], svgs: dict[str, str], rows: GanttRows,
+          styles: dict[str, Style]) -> str:
     colors = {int(k[1:]): s.color for k, s in styles.items() if k.startswith("s")}
     esc = html.escape
     title = f"enasa plan report \u2013 {len(plan.subnets)} subnets on {report['target']}"
     sections = [
         _header(plan, report),
+        costs_section(report),
         "<section><h2>Crossbar schedule</h2>"
-        f"<figure>{svgs['gantt']}<figcaption>Each bar is an operator computing on a crossbar "
-        "(or a digital unit, bottom rows), coloured by the subnet it serves; operators that "
-        "serve several subnets (compute-shared) are dark and hatched; grey hatched bars are "
-        f"tiles being written into crossbars. {esc(gantt_note(gantt_rows(plan)))} Very short"
-        " events are drawn at least a hairline wide.</figcaption></figure></section>",
+        f"{gantt_legend_html(plan, styles)}"
+        f'<figure class="gantt-box">{svgs["gantt"]}</figure><p class=note>Each bar is an '
+        "operator computing on crossbars (or a digital unit, bottom rows), coloured by the "
+        "subnet it serves; operators that serve several subnets (compute-shared) are dark "
+        "and hatched; grey hatched bars are weight tiles being written into crossbars. "
+        "Hover a bar for its operator, subnets, times, crossbars and energy; labels show "
+        f"where they fit. {esc(gantt_note(rows))} Very short events are drawn at least a "
+        "hairline wide.</p></section>",
         "<section><h2>Utilization over time</h2>"
         f"<figure>{svgs['utilization']}<figcaption>Share of the "
-        f"{plan.totals.crossbars_used:,} crossbars the plan uses that are computing (blue) or "
-        "being programmed (grey, stacked), averaged over each time bin. Chip-wide "
-        f"utilization is {_percent(plan.totals.utilization)}.</figcaption></figure></section>",
+        f"{report['totals']['crossbars_used']:,} crossbars the plan uses that are computing "
+        "(blue) or being programmed (grey, stacked), averaged over each time bin. Chip-wide "
+        f"utilization is {percent(report['totals']['utilization'])}.</figcaption></figure>"
+        "</section>",
         "<section><h2>Subnets</h2>"
         f"<figure>{svgs['subnets']}<figcaption>Latency: from the first event to the end of the"
         " subnet's last operator. Energy alone: all operators the subnet uses. Attributed: "
         "shared operators split evenly among their subnets and writes among all subnets "
-        "(attributed energies add up to the plan's total).</figcaption></figure>"
+        "(attributed energies add up to the plan's dynamic energy).</figcaption></figure>"
         f"{_subnet_table(report, colors)}</section>",
-        f"<section><h2>Deduplication</h2>{_dedup_tables(plan, report)}</section>",
+        operators_section(plan, report, rows),
+        f"<section><h2>Deduplication</h2>{_dedup_tables(report)}</section>",
         f"<footer>enasa-compiler {esc(__version__)} \u00b7 plan format version "
-        f"{plan.version} \u00b7 target sha256 {esc(plan.target_sha256[:16])}\u2026</footer>",
+        f"{plan.version} \u00b7 target sha256 {esc(plan.target_sha256[:16])}\u2026 \u00b7 "
+        "the figures above are <code>enasa simulate --json</code>'s, embedded in this page "
+        "as JSON (the script element <code>#cost-report</code>)</footer>",
     ]
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">'
             f"<title>{esc(title)}</title><style>{_CSS}</style></head>\n<body><main>"
-            + "\n".join(sections) + "</main></body></html>\n")
+            + "\n".join(sections) + f"</main>\n{_report_json(report)}\n"
+            f"<script>{_FILTER_JS}</script></body></html>\n")
