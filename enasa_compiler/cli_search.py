@@ -18,9 +18,14 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from enasa_compiler._text import about, plural
 from enasa_compiler.errors import InputError
+
+if TYPE_CHECKING:  # the models import torch, which the CLI loads only when it must
+    from enasa_compiler.models.export import Supernet
+    from enasa_compiler.models.train import TrainEstimate
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +43,9 @@ _SEARCH_DEFAULTS = {"strategy": "stagewise", "generations": 4, "group_size": 8,
                     "groups_per_generation": 1, "online": False, "seed": 0,
                     "target": "neurosim-22nm", "epochs": DEFAULT_EPOCHS, "input_size": 32}
 _SUPERNET_FILE = "supernet.pt"  # where search keeps the supernet it trained, for --resume
+_LONG_TRAINING_S = 120
+"""Training estimated to take longer than this is called long in the up-front line,
+which then says how to skip it next time."""
 
 
 def _stage_repeats(text: str) -> tuple[int, ...]:
@@ -143,8 +151,13 @@ def _load_data(path: Path | None, input_size: int) -> Any:
     return train_val_split(data, VAL_FRACTION, seed=_SPLIT_SEED)
 
 
-def _train(args: argparse.Namespace, space: str, width: float, rule: str) -> Any:
-    """Train a supernet as ``args`` say; return (supernet, config, stats, val split)."""
+def _train(args: argparse.Namespace, space: str, width: float, rule: str,
+           announce: Callable[[Supernet, TrainEstimate], None] | None = None) -> Any:
+    """Train a supernet as ``args`` say; return (supernet, config, stats, val split).
+
+    ``announce`` is called with the supernet and the estimate of the run once its first
+    steps are timed.
+    """
     from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet
     from enasa_compiler.models.train import train_supernet
 
@@ -153,14 +166,33 @@ def _train(args: argparse.Namespace, space: str, width: float, rule: str) -> Any
                             num_classes=train.num_classes, stage_repeats=args.stage_repeats,
                             seed=args.seed, epochs=args.epochs, rule=rule)
     supernet = build_supernet(config)
+    on_estimate = None if announce is None else (
+        lambda estimate: announce(supernet, estimate))
     stats = train_supernet(supernet, train, rule=rule, epochs=args.epochs, seed=args.seed,
                            batch_size=getattr(args, "batch_size", 16),
-                           lr=getattr(args, "lr", 0.02), progress=_progress(args))
+                           lr=getattr(args, "lr", 0.02), progress=_progress(args),
+                           on_estimate=on_estimate)
     return supernet, config, stats, (train, val)
 
 
 def _progress(args: argparse.Namespace) -> bool:
-    return not (args.no_progress or getattr(args, "quiet", False))
+    """Progress bars go to an interactive stderr only, never with --quiet or --json."""
+    return not (args.no_progress or getattr(args, "quiet", False)
+                or getattr(args, "json", False)) and sys.stderr.isatty()
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """Tell the user ``text`` on stderr, above any progress bar.
+
+    --quiet asks for errors only and --json for JSON only, so then the line goes to the
+    log alone, which --verbose shows.
+    """
+    if getattr(args, "quiet", False) or getattr(args, "json", False):
+        logger.info("%s", text)
+        return
+    from tqdm import tqdm
+
+    tqdm.write(f"enasa {args.command}: {text}", file=sys.stderr)
 
 
 def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
@@ -195,8 +227,8 @@ def run_train(args: argparse.Namespace) -> int:
                   "epoch_losses": losses, "seconds": stats.seconds,
                   "sampled_val_accuracy": accuracies},
            f"wrote {args.output}: {config.space} supernet, width {config.width_mult}, "
-           f"{config.epochs} epochs ({config.rule} rule) in {stats.seconds:.0f} s; loss "
-           f"{losses[0] if losses else float('nan'):.3f} -> "
+           f"{plural(config.epochs, 'epoch')} ({config.rule} rule) in {stats.seconds:.0f} s; "
+           f"loss {losses[0] if losses else float('nan'):.3f} -> "
            f"{losses[-1] if losses else float('nan'):.3f}; 4 random subnets: "
            f"{mean:.1%} mean validation accuracy")
     return 0
@@ -212,9 +244,19 @@ def _supernet_for_search(args: argparse.Namespace, out: Path) -> Any:
         if args.stage_repeats is not None and space != "spos":
             raise InputError("--stage-repeats applies to --space spos only")
         source = args.data or "the built-in digits dataset"
-        print(f"enasa search: no --supernet given; training a {space} supernet (width "
-              f"{width}, {args.epochs} epochs) on {source} first", file=sys.stderr)
-        supernet, config, _, split = _train(args, space, width, "spos")
+
+        def announce(supernet: Supernet, estimate: TrainEstimate) -> None:
+            text = (f"no --supernet given; training a {space} supernet (width {width}, "
+                    f"{plural(supernet.num_layers, 'choice layer')}) on {source} first: "
+                    f"{plural(estimate.total_steps, 'step')} in "
+                    f"{plural(args.epochs, 'epoch')}, {about(estimate.total_s)} here "
+                    f"({estimate.seconds_per_step:.2f} s a step)")
+            if estimate.total_s > _LONG_TRAINING_S:
+                text += (f"; a long wait, but later searches can skip it with --supernet "
+                         f"{out / _SUPERNET_FILE}")
+            _say(args, text)
+
+        supernet, config, _, split = _train(args, space, width, "spos", announce)
         save_checkpoint(out / _SUPERNET_FILE, supernet, config)
         return supernet, config, split, _SUPERNET_FILE
     supernet, config = load_checkpoint(args.supernet)
@@ -329,7 +371,7 @@ def run_search(args: argparse.Namespace) -> int:
     write_atomic(out / "best.json", json.dumps({**header, "best": result.best}, indent=1)
                  + "\n")
     best = result.best
-    text = (f"searched {len(result.history)} subnets ({config.strategy}, "
+    text = (f"searched {plural(len(result.history), 'subnet')} ({config.strategy}, "
             f"{executor.name} executor) in {result.seconds:.0f} s; wrote "
             f"{out / 'history.json'} and {out / 'best.json'}")
     if best is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from tqdm import tqdm
 
+from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
 
 from .checkpoint import TRAIN_RULES
@@ -32,6 +33,8 @@ from .sampling import sample_strict_fair, sample_uniform
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ESTIMATE_AFTER_STEPS",
+    "TrainEstimate",
     "TrainStats",
     "check_data_fits",
     "evaluate_accuracy",
@@ -58,6 +61,47 @@ class TrainStats:
     epoch_losses: list[float] = field(default_factory=list)
     optimizer_steps: int = 0
     seconds: float = 0.0
+
+
+ESTIMATE_AFTER_STEPS = 6
+"""Steps :func:`train_supernet` times before it reports how long the run will take: few
+enough that a user hears within seconds what a long run costs, more than one because
+the first step pays for torch's one-time set-up and is left out of the rate."""
+
+
+@dataclass(frozen=True)
+class TrainEstimate:
+    """How long a training run will take, extrapolated from its first steps.
+
+    Attributes:
+        total_steps: Optimizer updates the run makes in all.
+        timed_steps: Steps done when the estimate was made.
+        elapsed_s: Wall-clock time of those steps.
+        seconds_per_step: Mean time of the timed steps after the first (of the first
+            alone when only one was timed).
+
+    """
+
+    total_steps: int
+    timed_steps: int
+    elapsed_s: float
+    seconds_per_step: float
+
+    @property
+    def total_s(self) -> float:
+        """Estimated wall-clock time of the whole run, the timed steps included."""
+        return self.elapsed_s + (self.total_steps - self.timed_steps) * self.seconds_per_step
+
+
+def _estimate(total_steps: int, step_ends: list[float], started: float) -> TrainEstimate:
+    """Extrapolate from the end times of the steps done so far."""
+    if not step_ends:
+        return TrainEstimate(total_steps, 0, 0.0, 0.0)
+    elapsed = step_ends[-1] - started
+    if len(step_ends) == 1:
+        return TrainEstimate(total_steps, 1, elapsed, elapsed)
+    rate = (step_ends[-1] - step_ends[0]) / (len(step_ends) - 1)
+    return TrainEstimate(total_steps, len(step_ends), elapsed, rate)
 
 
 def spos_step(
@@ -123,6 +167,7 @@ def train_supernet(
     label_smoothing: float = 0.1,
     optimizer: torch.optim.Optimizer | None = None,
     progress: bool = False,
+    on_estimate: Callable[[TrainEstimate], None] | None = None,
 ) -> TrainStats:
     """Train ``supernet`` in place with SPOS's recipe scaled down to small batches.
 
@@ -145,6 +190,9 @@ def train_supernet(
         optimizer: Use this optimizer instead of building SGD (its learning rate still
             follows the linear decay).
         progress: Show a tqdm progress bar on stderr.
+        on_estimate: Called once, after the first :data:`ESTIMATE_AFTER_STEPS` steps
+            (or all of them, in a shorter run), with how long the run will take; a
+            caller can tell its user before the wait rather than after.
 
     Raises:
         InputError: Unknown rule, bad counts, or data that does not fit the supernet.
@@ -161,15 +209,20 @@ def train_supernet(
             supernet.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay
         )
     steps_per_epoch = -(-len(data) // batch_size)
-    total_steps = max(1, epochs * steps_per_epoch)
+    planned_steps = epochs * steps_per_epoch
+    total_steps = max(1, planned_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda done: max(0.0, 1.0 - done / total_steps)
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     rng = random.Random(seed)
     stats = TrainStats()
+    timed = min(ESTIMATE_AFTER_STEPS, planned_steps)
+    step_ends: list[float] = []
     started = time.perf_counter()
-    bar = tqdm(total=epochs * steps_per_epoch, desc=f"train {rule}", disable=not progress,
+    if on_estimate is not None and timed == 0:
+        on_estimate(_estimate(planned_steps, step_ends, started))
+    bar = tqdm(total=planned_steps, desc=f"train {rule}", disable=not progress,
                unit="step", leave=False)
     with torch.random.fork_rng(devices=[]), bar:
         torch.manual_seed(seed)
@@ -181,6 +234,10 @@ def train_supernet(
                 scheduler.step()
                 bar.update()
                 bar.set_postfix(loss=f"{losses[-1]:.3f}")
+                if len(step_ends) < timed:
+                    step_ends.append(time.perf_counter())
+                    if len(step_ends) == timed and on_estimate is not None:
+                        on_estimate(_estimate(planned_steps, step_ends, started))
             stats.step_losses += losses
             stats.epoch_losses.append(sum(losses) / len(losses))
             logger.info("epoch %d/%d: loss %.4f", epoch + 1, epochs, stats.epoch_losses[-1])
@@ -196,7 +253,7 @@ def check_data_fits(supernet: Supernet, data: ImageDataset) -> None:
                          f"takes {supernet.input_size}x{supernet.input_size}")
     if data.num_classes > supernet.num_classes:
         raise InputError(f"labels go up to {data.num_classes - 1}, the supernet has "
-                         f"{supernet.num_classes} classes")
+                         f"{plural(supernet.num_classes, 'class', 'classes')}")
 
 
 def recalibrate_batchnorm(
