@@ -6,10 +6,19 @@ SPOS, ``features.{layer}.{choice}.conv.{i}.weight`` for FairNAS):
 folding BN is the compiler's job, and the names let it see that two subnets of a group
 use the same supernet weights. Both torch exporters fold BN into renamed or silently
 rewritten conv weights by default, so this module asks them not to.
+
+Every node also says which part of the supernet it computes, in node ``metadata_props``
+(:data:`LAYER_METADATA_KEY`, :data:`CHOICE_METADATA_KEY`): the compiler's scheduler
+groups operators of one supernet layer, and it must not guess layers from node names,
+which differ between exporters and mean nothing in a model a user brings. Here, where
+the module structure is known, the exporters' scope names are read to find each node's
+module: the legacy exporter writes them into node names (``/features.7.2/...``), the
+dynamo exporter into ``pkg.torch.onnx.name_scopes`` metadata.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import logging
@@ -26,6 +35,7 @@ import torch
 
 from enasa_compiler.atomic import write_atomic
 
+from ._subnet_view import HEAD_MODULES, SubnetView
 from .fairnas import FairnasSupernet
 from .spos import SposSupernet
 
@@ -33,6 +43,10 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ARCH_METADATA_KEY",
+    "CHOICE_METADATA_KEY",
+    "HEAD_LAYER",
+    "LAYER_METADATA_KEY",
+    "STEM_LAYER",
     "SUPERNET_METADATA_KEY",
     "Supernet",
     "build_demo_supernet",
@@ -45,7 +59,16 @@ ARCH_METADATA_KEY = "enasa.arch"
 SUPERNET_METADATA_KEY = "enasa.supernet"
 Supernet = SposSupernet | FairnasSupernet
 """A supernet that can be exported; its ``supernet_name`` goes into ``enasa.supernet``."""
+LAYER_METADATA_KEY = "enasa.layer"
+"""Node metadata: the choice layer the node belongs to (``"7"``), or :data:`STEM_LAYER` /
+:data:`HEAD_LAYER` for the fixed parts before and after the choice layers."""
+CHOICE_METADATA_KEY = "enasa.choice"
+"""Node metadata: the candidate chosen in that layer (``"2"``); on choice-layer nodes only."""
+STEM_LAYER = "stem"
+HEAD_LAYER = "head"
 _DYNAMO_MIN_OPSET = 18  # the dynamo exporter only emits opset 18 and later
+_NAME_SCOPES_KEY = "pkg.torch.onnx.name_scopes"  # the dynamo exporter's module scopes
+_NODE_METADATA_IR_VERSION = 10  # NodeProto.metadata_props exists from IR version 10
 
 
 def _export_legacy(module: torch.nn.Module, example: torch.Tensor, opset: int) -> ir.Model:
@@ -131,7 +154,8 @@ def _restore_linear_weights(model: ir.Model, params: Mapping[str, torch.Tensor])
         if weight is None:
             weight = ir.Value(name=name, const_value=ir.tensor(matrices[name], name=name))
             graph.register_initializer(weight)
-        gemm = ir.node("Gemm", [data, weight], {"transB": 1}, name=node.name)
+        gemm = ir.node("Gemm", [data, weight], {"transB": 1}, name=node.name,
+                       metadata_props=dict(node.metadata_props))
         ir.convenience.replace_nodes_and_values(
             graph, node, [node], [gemm], node.outputs, gemm.outputs
         )
@@ -159,6 +183,60 @@ def _tidy(model: ir.Model, params: Mapping[str, torch.Tensor]) -> None:
     ir_passes.RemoveUnusedNodesPass()(model)
 
 
+def _module_labels(subnet: SubnetView) -> dict[str, dict[str, str]]:
+    """Map each top-level module path of ``subnet`` to the layer metadata of its nodes."""
+    labels = {name: {LAYER_METADATA_KEY: STEM_LAYER} for name in subnet.STEM}
+    labels.update({name: {LAYER_METADATA_KEY: HEAD_LAYER} for name in HEAD_MODULES})
+    for layer, choice in enumerate(subnet.arch):
+        labels[f"features.{layer}.{choice}"] = {
+            LAYER_METADATA_KEY: str(layer), CHOICE_METADATA_KEY: str(choice)}
+    return labels
+
+
+def _module_scopes(node: ir.Node) -> list[str]:
+    """Return the module scopes the exporter recorded for ``node``, outermost first.
+
+    Dynamo: ``['', 'features.7.2', 'features.7.2.branch_main', ..., 'conv2d']``; legacy:
+    the node name split at ``/`` (``['', 'features.7.2', 'branch_main', ...]``).
+    """
+    text = node.metadata_props.get(_NAME_SCOPES_KEY)
+    if text is not None:
+        try:
+            scopes = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            scopes = None
+        if isinstance(scopes, list):
+            return [str(scope) for scope in scopes]
+    return (node.name or "").split("/")
+
+
+def _producer_label(node: ir.Node) -> dict[str, str] | None:
+    for value in node.inputs:
+        producer = value.producer() if value is not None else None
+        if producer is not None and LAYER_METADATA_KEY in producer.metadata_props:
+            props = producer.metadata_props
+            return {key: props[key] for key in (LAYER_METADATA_KEY, CHOICE_METADATA_KEY)
+                    if key in props}
+    return None
+
+
+def _annotate_layers(model: ir.Model, subnet: SubnetView) -> None:
+    """Tag every node with the supernet layer (and choice) it computes part of.
+
+    A node outside every module (``run_head``'s flatten, written by the subnet's own
+    ``forward``) belongs with the node that produced its input; the graph is in
+    topological order, so that producer is tagged already.
+    """
+    labels = _module_labels(subnet)
+    for node in model.graph:
+        label = next((labels[scope] for scope in _module_scopes(node) if scope in labels),
+                     None)
+        if label is None:
+            label = _producer_label(node) or {LAYER_METADATA_KEY: STEM_LAYER}
+        node.metadata_props.update(label)
+    model.ir_version = max(model.ir_version, _NODE_METADATA_IR_VERSION)
+
+
 def export_subnet(
     supernet: Supernet,
     arch: Sequence[int],
@@ -172,8 +250,12 @@ def export_subnet(
 
     The graph has input ``input`` of shape (batch_size, 3, input_size, input_size) and
     output ``logits``; ``metadata_props`` hold ``enasa.arch`` (JSON list) and
-    ``enasa.supernet`` (``"spos"`` or ``"fairnas"``). The supernet's train/eval mode is
-    restored afterwards.
+    ``enasa.supernet`` (``"spos"`` or ``"fairnas"``). Every node's ``metadata_props``
+    hold ``enasa.layer``: the choice layer index as a decimal string (``"7"``) with
+    ``enasa.choice`` the chosen candidate (``"2"``), or ``"stem"`` / ``"head"`` for the
+    fixed modules before and after the choice layers (which have no ``enasa.choice``).
+    The file's IR version is at least 10, the first with node metadata. The supernet's
+    train/eval mode is restored afterwards.
 
     Args:
         supernet: The SPOS or FairNAS supernet whose weights the subnet uses.
@@ -209,6 +291,7 @@ def export_subnet(
     finally:
         supernet.train(was_training)
     _tidy(model, subnet.state_dict())
+    _annotate_layers(model, subnet)
     model.metadata_props[ARCH_METADATA_KEY] = json.dumps(list(subnet.arch))
     model.metadata_props[SUPERNET_METADATA_KEY] = subnet.supernet_name
     write_atomic(path, ir.to_proto(model).SerializeToString())

@@ -26,6 +26,7 @@ from ._common import (
     get_subnets,
     has_static_mac_shapes,
     set_subnets,
+    sort_graph,
     tensor_digest,
     weight_digest,
 )
@@ -81,7 +82,7 @@ class DedupPass(ir.passes.InPlacePass):
         nodes_before, macs_before = len(graph), _total_macs(graph)
 
         initializers_removed = _merge_equal_initializers(graph)
-        graph.sort()
+        sort_graph(graph)
         nodes_merged = _merge_equal_nodes(graph) if self.merge_nodes else 0
 
         nodes_after, macs_after = len(graph), _total_macs(graph)
@@ -227,6 +228,7 @@ def _reroute_outputs(graph: ir.Graph, removed: ir.Node, kept: ir.Node) -> None:
             identity = ir.node("Identity", inputs=[new], name=f"{removed.name}_identity")
             alias = identity.outputs[0]
             alias.name, alias.shape, alias.type = old.name, old.shape, old.type
+            identity.metadata_props.update(removed.metadata_props)  # its layer key too
             set_subnets(identity, get_subnets(removed))
             graph.insert_before(removed, identity)
             graph.outputs[index] = alias

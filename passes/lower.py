@@ -20,6 +20,19 @@ Choices this module makes, and why:
   channel per group map each group as its own matrix on its own crossbars.
 * A MatMul or Gemm whose second operand is an activation has no weights to store,
   so it runs digitally.
+* Layer keys (``layer`` of every op, OPS's "same supernet layer" criterion) come from
+  node metadata, never from node names, which differ between exporters and mean
+  nothing in a user's model. A node tagged ``enasa.layer`` (as
+  :mod:`enasa_compiler.models.export` writes) with a decimal index ``N`` gets
+  ``layer{N}``; ``stem`` and ``head`` (and an empty tag) get no key, because no other
+  choice competes with those parts of a supernet; any other tag is the key itself.
+  An untagged node gets ``depth{k}``: ``k`` is the largest number of weighted
+  operators (Conv/Gemm/MatMul with a constant weight, depthwise included) on a path
+  from the graph input to the node, the node included. So the k-th conv of a chain
+  CNN has the same key in every subnet of the same structure, and the activations
+  and BN that follow it share its key. Depth in the group graph equals depth in the
+  subnet: an operator deduplicated across subnets has the same ancestors in each, so
+  its key is the one every one of them would give it.
 """
 
 from __future__ import annotations
@@ -28,7 +41,6 @@ import hashlib
 import json
 import logging
 import math
-import re
 
 import onnx_ir as ir
 
@@ -47,7 +59,7 @@ from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DIGITAL_OP_TYPES", "lower", "tile_matrix"]
+__all__ = ["DIGITAL_OP_TYPES", "LAYER_METADATA_KEY", "layer_keys", "lower", "tile_matrix"]
 
 # Ops the digital units implement, and how many operations per output element each
 # costs beyond the element itself ("window" ops are priced by their input size).
@@ -66,7 +78,9 @@ _REDUCTIONS = {
 }
 DIGITAL_OP_TYPES = frozenset(_ELEMENTWISE | _DATA_MOVEMENT | _REDUCTIONS | {"Conv", "MatMul",
                                                                           "Gemm"})
-_LAYER_PATTERN = re.compile(r"features[./_](\d+)")
+LAYER_METADATA_KEY = "enasa.layer"
+"""Node metadata naming the supernet layer of a node (see the module docstring)."""
+_LAYERLESS_TAGS = frozenset({"", "stem", "head"})
 
 
 def tile_matrix(
@@ -116,18 +130,47 @@ def _is_constant(value: ir.Value | None) -> bool:
     return _common.constant_tensor(value) is not None
 
 
-def _layer_key(node: ir.Node) -> str:
-    name = re.sub(r"^s\d+/", "", node.name or "")
-    match = _LAYER_PATTERN.search(name)
-    return f"layer{int(match.group(1))}" if match else ""
+def _is_weighted(node: ir.Node) -> bool:
+    return _common.weight_input(node) is not None
+
+
+def _weighted_depths(graph: ir.Graph) -> dict[ir.Node, int]:
+    """Return, per node, the most weighted operators on a path from the input to it."""
+    depths: dict[ir.Node, int] = {}
+    for node in graph:
+        producers = (value.producer() for value in node.inputs if value is not None)
+        before = max((depths.get(p, 0) for p in producers if p is not None), default=0)
+        depths[node] = before + int(_is_weighted(node))
+    return depths
+
+
+def _tag_key(tag: str) -> str:
+    if tag in _LAYERLESS_TAGS:
+        return ""
+    return f"layer{int(tag)}" if tag.isascii() and tag.isdigit() else tag
+
+
+def layer_keys(graph: ir.Graph) -> dict[ir.Node, str]:
+    """Return the layer key of every node of a topologically sorted graph.
+
+    From the node's ``enasa.layer`` metadata when it has one, else from its depth in
+    weighted operators; the module docstring gives the rule.
+    """
+    depths = _weighted_depths(graph)
+    keys: dict[ir.Node, str] = {}
+    for node in graph:
+        tag = node.metadata_props.get(LAYER_METADATA_KEY)
+        keys[node] = f"depth{depths[node]}" if tag is None else _tag_key(tag)
+    return keys
 
 
 class _Lowerer:
     """Walks the group graph once, building ops and shared weight matrices."""
 
-    def __init__(self, target: Target, batch: int) -> None:
+    def __init__(self, target: Target, batch: int, layers: dict[ir.Node, str]) -> None:
         self.target = target
         self.batch = batch
+        self.layers = layers
         self.weights: dict[str, WeightMatrix] = {}
 
     def weight_matrix(
@@ -196,7 +239,7 @@ class _Lowerer:
         return MvmOp(
             id=node.name or "", op_type=node.op_type, subnets=_common.get_subnets(node),
             inputs=_activation_inputs(node), outputs=tuple(v.name or "" for v in node.outputs),
-            weights=matrices, vectors_per_image=vectors, macs=macs, layer=_layer_key(node),
+            weights=matrices, vectors_per_image=vectors, macs=macs, layer=self.layers[node],
         )
 
     def lower_matmul(self, node: ir.Node) -> Op:
@@ -219,7 +262,7 @@ class _Lowerer:
             id=node.name or "", op_type=node.op_type, subnets=_common.get_subnets(node),
             inputs=_activation_inputs(node), outputs=tuple(v.name or "" for v in node.outputs),
             weights=(matrix,), vectors_per_image=max(1, vectors), macs=rows * cols * vectors,
-            layer=_layer_key(node),
+            layer=self.layers[node],
         )
 
     def lower_digital(self, node: ir.Node, ops_per_image: int | None = None) -> DigitalOp:
@@ -236,7 +279,7 @@ class _Lowerer:
         return DigitalOp(
             id=node.name or "", op_type=node.op_type, subnets=_common.get_subnets(node),
             inputs=_activation_inputs(node), outputs=tuple(v.name or "" for v in node.outputs),
-            elements=elements, ops=max(1, ops_per_image), layer=_layer_key(node),
+            elements=elements, ops=max(1, ops_per_image), layer=self.layers[node],
             macs=ops_per_image if node.op_type in _common.MAC_OP_TYPES else 0,
         )
 
@@ -277,7 +320,7 @@ def lower(model: ir.Model, target: Target) -> CrossbarProgram:
         raise InputError(f"the group input has no static shape ({input_value.shape})")
     input_shape = tuple(int(d) for d in input_value.shape)  # type: ignore[arg-type]
     batch = input_shape[0]
-    lowerer = _Lowerer(target, batch)
+    lowerer = _Lowerer(target, batch, layer_keys(graph))
     ops: list[Op] = []
     producer: dict[str, str] = {}
     deps: dict[str, tuple[str, ...]] = {}

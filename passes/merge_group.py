@@ -17,6 +17,8 @@ import onnx
 import onnx.version_converter
 import onnx_ir as ir
 
+from enasa_compiler._text import plural
+
 from ._common import GROUP_SIZE_KEY, SUBNET_NAMES_KEY, SUBNET_OUTPUTS_KEY, set_subnets
 
 logger = logging.getLogger(__name__)
@@ -24,29 +26,51 @@ logger = logging.getLogger(__name__)
 __all__ = ["MergeGroupPass", "merge_group"]
 
 
-class MergeGroupPass(ir.passes.FunctionalPass):
+class MergeGroupPass(ir.passes.PassBase):
     """Merge a subnet (the model the pass is called on) with ``others`` into a group model.
 
     The pass model is subnet 0 and ``others`` are subnets 1..G-1, so the pass fits in a
-    :class:`onnx_ir.passes.PassManager` after per-subnet passes. No input model is changed.
+    :class:`onnx_ir.passes.PassManager` after per-subnet passes. It returns a new model;
+    the subnets are left unchanged (a functional pass), or with ``consume=True`` their
+    nodes and initializers are moved into the group model instead of copied, which
+    leaves them empty (a destructive pass, in onnx_ir's terms).
 
     Attributes:
         others: Subnets 1..G-1.
         names: Optional names of all G subnets (recorded in the model metadata).
+        consume: Move the subnets' contents rather than copy them: for a caller that
+            owns the subnets and has no further use for them.
 
     """
 
-    def __init__(self, others: Sequence[ir.Model], names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self, others: Sequence[ir.Model], names: Sequence[str] | None = None, *,
+        consume: bool = False,
+    ) -> None:
         super().__init__()
         self.others = tuple(others)
         self.names = None if names is None else tuple(names)
+        self.consume = consume
+
+    @property
+    def in_place(self) -> bool:
+        """False: the group is a new model."""
+        return False
+
+    @property
+    def changes_input(self) -> bool:
+        """Whether the subnets are emptied (``consume``)."""
+        return self.consume
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Return a new group model; see :func:`merge_group`."""
-        return ir.passes.PassResult(merge_group([model, *self.others], self.names), True)
+        group = merge_group([model, *self.others], self.names, consume=self.consume)
+        return ir.passes.PassResult(group, True)
 
 
-def merge_group(models: Sequence[ir.Model], names: Sequence[str] | None = None) -> ir.Model:
+def merge_group(
+    models: Sequence[ir.Model], names: Sequence[str] | None = None, *, consume: bool = False
+) -> ir.Model:
     """Merge subnets into one group model.
 
     The group model has one input (subnet 0's input, same name) and, per subnet ``i``,
@@ -58,9 +82,12 @@ def merge_group(models: Sequence[ir.Model], names: Sequence[str] | None = None) 
         models: The G subnets; each must have exactly one (non-initializer) input, of
             the same shape and dtype.
         names: Names of the subnets; defaults to ``subnet0``, ``subnet1``...
+        consume: Move each subnet's nodes and initializers into the group model, which
+            leaves the subnets empty, instead of copying them. Copying every node of a
+            full-size group is a large part of compiling it.
 
     Returns:
-        A new model; the inputs are not modified.
+        A new model; the inputs are not modified unless ``consume`` is set.
 
     Raises:
         ValueError: When there are no models, the names do not match them, the inputs
@@ -72,7 +99,8 @@ def merge_group(models: Sequence[ir.Model], names: Sequence[str] | None = None) 
         raise ValueError("merge_group needs at least one subnet")
     names = [f"subnet{i}" for i in range(len(models))] if names is None else list(names)
     if len(names) != len(models):
-        raise ValueError(f"got {len(names)} subnet names for {len(models)} subnets")
+        raise ValueError(f"got {plural(len(names), 'subnet name')} for "
+                         f"{plural(len(models), 'subnet')}")
     for index, model in enumerate(models):
         if model.functions:
             raise ValueError(
@@ -81,7 +109,7 @@ def merge_group(models: Sequence[ir.Model], names: Sequence[str] | None = None) 
             )
     inputs = [_single_input(model, index, names[index]) for index, model in enumerate(models)]
     _check_same_inputs(inputs, names)
-    clones, opset_imports = _common_opsets(models, names)
+    clones, opset_imports = _common_opsets(models, names, consume)
 
     shared_input = ir.Value(name=inputs[0].name, shape=inputs[0].shape, type=inputs[0].type)
     group_graph = ir.Graph(
@@ -137,7 +165,7 @@ def _normal_domain(domain: str) -> str:
 
 
 def _common_opsets(
-    models: Sequence[ir.Model], names: Sequence[str]
+    models: Sequence[ir.Model], names: Sequence[str], consume: bool = False
 ) -> tuple[list[ir.Model], dict[str, int]]:
     """Bring every subnet to the highest opset of each domain.
 
@@ -147,7 +175,9 @@ def _common_opsets(
     converter; other domains must already agree.
 
     Returns:
-        Clones of the models (converted where needed) and the merged opset imports.
+        Models the caller may empty: clones of the subnets (converted where needed), or
+        with ``consume`` the subnets themselves where no conversion is needed (a model
+        given twice is cloned the second time), and the merged opset imports.
 
     """
     merged: dict[str, int] = {}
@@ -156,11 +186,13 @@ def _common_opsets(
             domain = _normal_domain(domain)
             merged[domain] = max(merged.get(domain, version), version)
     upgraded = []
+    taken: set[int] = set()
     for index, model in enumerate(models):
         versions = {_normal_domain(d): v for d, v in model.opset_imports.items()}
         stale = {d: v for d, v in versions.items() if v != merged[d]}
         if not stale:
-            upgraded.append(model.clone())
+            upgraded.append(model if consume and id(model) not in taken else model.clone())
+            taken.add(id(model))
             continue
         if set(stale) != {""}:
             wanted = {domain: merged[domain] for domain in stale}
@@ -183,7 +215,13 @@ def _convert_opset(model: ir.Model, target: int, label: str) -> ir.Model:
             f"it failed ({error}); export all subnets with the same opset_version"
         ) from error
     logger.info("Converted %s from opset %s to %s", label, source, target)
-    return ir.from_proto(converted)
+    result = ir.from_proto(converted)
+    # The converter drops node metadata_props (layer tags); it keeps node names.
+    props = {node.name: node.metadata_props for node in clone.graph if node.name}
+    for node in result.graph:
+        for key, value in props.get(node.name or "", {}).items():
+            node.metadata_props.setdefault(key, value)
+    return result
 
 
 def _move_subnet(
