@@ -39,6 +39,7 @@ from enasa_compiler.passes.lower import lower
 from enasa_compiler.passes.mapping import crossbars_needed, schedule_ops
 from enasa_compiler.passes.mapping.bounds import makespan_lower_bound
 from enasa_compiler.passes.mapping.cpsat import schedule_cpsat
+from enasa_compiler.passes.price import price
 from enasa_compiler.pipeline import assemble_plan, build_group_model, compile_detailed
 from enasa_compiler.targets import load_target, target_from_dict
 from enasa_compiler.validator import validate
@@ -86,7 +87,8 @@ def _map_row(program: Any, subnets: Any, dedup: Any, target: Any, mode: str,
         row["cpsat_gap"] = round((cpsat.makespan_ns - bound) / cpsat.makespan_ns, 5)
     for name, schedule in (("ops", ops), ("cpsat", cpsat.schedule)):
         if schedule is not None:
-            plan = assemble_plan(program, schedule, target, subnets, dedup, name)
+            plan = assemble_plan(program, price(program, target), schedule, target, subnets,
+                                 dedup, name)
             assert validate(plan) == [], f"{name} plan invalid"
             row[f"{name}_cell_writes"] = plan.totals.cell_writes
     return row

@@ -1,7 +1,10 @@
-"""The crossbar program: the project's typed IR below the ONNX graph level.
+"""The crossbar program and its schedule: the project's typed IR below the ONNX graph.
 
 Lowering turns the deduplicated group model into a :class:`CrossbarProgram`; the
-mapping passes (OPS, CP-SAT) take it and produce a plan. Everything here is a
+mapping passes (OPS, CP-SAT) take it and produce a schedule of
+:class:`ProgramEvent` and :class:`ComputeEvent` records, which the plan format
+(:mod:`enasa_compiler.plan`) stores. These types sit at the bottom of the layers so
+that mapping never depends on the file format. Everything here is a
 frozen dataclass so passes cannot mutate what another pass still reads.
 """
 
@@ -9,18 +12,27 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "ComputeEvent",
+    "CostTable",
+    "CrossbarContents",
     "CrossbarProgram",
     "DigitalOp",
     "MvmOp",
+    "MappingMode",
     "OpKind",
+    "Placement",
+    "ProgramEvent",
+    "Schedule",
     "SignedScheme",
     "Tile",
+    "TileKey",
     "WeightMatrix",
 ]
 
@@ -30,6 +42,20 @@ class OpKind(enum.StrEnum):
 
     MVM = "mvm"
     DIGITAL = "digital"
+
+
+class MappingMode(enum.StrEnum):
+    """How weights get into crossbars.
+
+    ``RESIDENT``: every tile is programmed once, before anything runs.
+    ``DYNAMIC``: a tile is programmed into a free crossbar before the operator that
+    needs it, and its crossbar may be reused later (the chip is too small).
+    ``AUTO`` is a request only: resident when the weights fit, else dynamic.
+    """
+
+    AUTO = "auto"
+    RESIDENT = "resident"
+    DYNAMIC = "dynamic"
 
 
 class SignedScheme(enum.StrEnum):
@@ -234,3 +260,164 @@ class CrossbarProgram:
             for w in mvm.weights:
                 seen.setdefault(w.id, w)
         return tuple(seen.values())
+
+
+# The schedule: what mapping produces and the plan format stores.
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which crossbar holds a tile during a compute event."""
+
+    tile: str
+    crossbar: int
+
+
+@dataclass(frozen=True)
+class ProgramEvent:
+    """Writing one tile into one crossbar during ``[start_ns, end_ns)``."""
+
+    tile: str
+    crossbar: int
+    start_ns: int
+    end_ns: int
+    energy_pj: float
+
+
+@dataclass(frozen=True)
+class ComputeEvent:
+    """One operator running during ``[start_ns, end_ns)``.
+
+    MVM operators list one placement per tile of their weights; digital operators
+    name the digital ``unit`` they run on.
+    """
+
+    op: str
+    start_ns: int
+    end_ns: int
+    placements: tuple[Placement, ...] = ()
+    unit: int | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """What a mapping pass produces: programming and compute events, and the mode.
+
+    ``initial`` lists the tiles already in place when the schedule starts (online
+    mapping); they are not programmed again.
+    """
+
+    mode: MappingMode
+    program: tuple[ProgramEvent, ...]
+    compute: tuple[ComputeEvent, ...]
+    initial: tuple[Placement, ...] = ()
+
+    def end_ns(self) -> int:
+        """When the last event ends (0 for an empty schedule)."""
+        ends = [e.end_ns for e in self.compute] + [e.end_ns for e in self.program]
+        return max(ends, default=0)
+
+    def makespan_ns(self) -> int:
+        """Time from the first event's start to the last event's end."""
+        starts = [e.start_ns for e in self.compute] + [e.start_ns for e in self.program]
+        return self.end_ns() - min(starts) if starts else 0
+
+
+TileKey = tuple[str, int, int, int, int, int, int, int]
+"""What a tile's cells hold, whatever plan or program it came from: weight hash,
+columns per weight, logical rows and columns, physical rows and columns."""
+
+
+@dataclass(frozen=True)
+class CrossbarContents:
+    """What each crossbar of a chip holds at some moment (online mapping's start state).
+
+    Attributes:
+        target_sha256: the target the contents were written for; cell contents depend
+            on its geometry and precisions, so they carry over only to the same target.
+        target_name: that target's name, for error messages.
+        tiles: crossbar index -> the key of the tile it holds.
+
+    """
+
+    target_sha256: str
+    target_name: str
+    tiles: dict[int, TileKey]
+
+
+# Prices: what the pricing step (passes/price.py) makes of a program on a target, and
+# what mapping, bounds, duplication, plan assembly, simulate and the validator read.
+
+
+def ceil_ns(value_ns: float) -> int:
+    """Round a duration up to whole nanoseconds (at least 1), as every event is timed."""
+    return max(1, math.ceil(value_ns - 1e-9))
+
+
+@dataclass(frozen=True)
+class EventCost:
+    """Latency and energy of one scheduled event, with the energy broken down.
+
+    Attributes:
+        latency_ns: interval length the schedule must give the event (rounded up).
+        energy_pj: total dynamic energy.
+        breakdown_pj: energy per component: ``cells``, ``dac``, ``sample_hold``,
+            ``adc``, ``shift_add``, ``accumulate``, ``input_register``,
+            ``output_register``, ``buffer``, ``tile_output_register``, ``bus``,
+            ``router`` for crossbar work; ``digital``, ``buffer`` for digital work;
+            ``write``, ``verify``, ``bus``, ``router`` for programming.
+        cell_writes: cells programmed (programming events only).
+        read_ns: the part of the latency the crossbar read pulses take (MVM only;
+            the rest is sensing), unrounded.
+        vectors: input vectors over the batch, all copies together (MVM only).
+        reads_per_vector: crossbar reads one input vector takes (MVM only).
+        read_cycle_ns: one read of the operator's slowest tile, sensing included
+            (MVM only); with ``vectors`` and ``reads_per_vector`` it gives the latency
+            for any number of weight copies (:meth:`latency_with_copies`).
+
+    """
+
+    latency_ns: int
+    energy_pj: float
+    breakdown_pj: Mapping[str, float]
+    cell_writes: int = 0
+    read_ns: float = 0.0
+    vectors: int = 0
+    reads_per_vector: int = 0
+    read_cycle_ns: float = 0.0
+
+    def latency_with_copies(self, copies: int) -> int:
+        """Latency of this MVM operator if its weights had ``copies`` copies.
+
+        Copies split the input vectors evenly; energy does not change with copies.
+        """
+        reads_per_copy = math.ceil(self.vectors / copies) * self.reads_per_vector
+        return ceil_ns(reads_per_copy * self.read_cycle_ns)
+
+
+@dataclass(frozen=True)
+class CostTable:
+    """A program priced on a target: every operator over the batch, every tile's write.
+
+    Built once per program by :func:`enasa_compiler.passes.price.price`; schedulers
+    and bounds take it instead of calling the cost model, so a test can feed them a
+    made-up table.
+
+    Attributes:
+        batch: images the operator costs cover.
+        operators: operator id -> its cost over the batch.
+        writes: tile id -> the cost of programming that tile into a crossbar.
+
+    """
+
+    batch: int
+    operators: Mapping[str, EventCost]
+    writes: Mapping[str, EventCost]
+
+    def latency_ns(self, op_id: str) -> int:
+        """Return the interval an operator needs."""
+        return self.operators[op_id].latency_ns
+
+    def write_ns(self, tile_id: str) -> int:
+        """Return the interval programming a tile needs."""
+        return self.writes[tile_id].latency_ns

@@ -7,10 +7,11 @@ lowering to the crossbar program, mapping, and plan assembly with the cost model
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from enasa_compiler.errors import InputError
 from enasa_compiler.frontend import ModelSource, SubnetModel, load_group
-from enasa_compiler.ir import CrossbarProgram, MvmOp, OpKind
+from enasa_compiler.ir import CostTable, CrossbarProgram, MappingMode, MvmOp, OpKind, Schedule
 from enasa_compiler.passes import (
     CanonicalizePass,
     DedupPass,
@@ -28,30 +29,118 @@ from enasa_compiler.passes import (
     MergeGroupPass,
     WeightSharePass,
 )
-from enasa_compiler.passes.duplicate import apply_duplication
+from enasa_compiler.passes.duplicate import Duplication, apply_duplication
 from enasa_compiler.passes.lower import lower
-from enasa_compiler.passes.mapping import Schedule, schedule_ops
+from enasa_compiler.passes.mapping import RankingPolicy, schedule_ops
 from enasa_compiler.passes.mapping.bounds import makespan_lower_bound
 from enasa_compiler.passes.mapping.cpsat import schedule_cpsat
-from enasa_compiler.passes.mapping.online import initial_state_from_plan
+from enasa_compiler.passes.mapping.online import initial_state as initial_state_from
+from enasa_compiler.passes.price import price
 from enasa_compiler.plan import Plan, PlanOperator, SubnetInfo
-from enasa_compiler.targets.cost import operator_cost
 from enasa_compiler.targets.target import Target, load_target
 from enasa_compiler.totals import compute_totals
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CompileResult", "SOLVERS", "build_group_model", "compile", "compile_detailed"]
+__all__ = [
+    "SOLVERS",
+    "CompileOptions",
+    "CompileResult",
+    "Solver",
+    "build_group_model",
+    "compile",
+    "compile_detailed",
+]
 
 # The stages of a compile, in the order they run; ``cost`` prices every operator and
 # puts the plan together.
 STAGES = ("frontend", "passes", "lower", "mapping", "cost")
-SOLVERS = ("ops", "cpsat", "auto", "fcfs")
-# ``fcfs`` is OPS with its ranking replaced by first-come-first-served: the ablation
-# baseline for what the ranking buys, not a solver anyone should ship plans with.
+
+
+class Solver(enum.StrEnum):
+    """Which mapper makes the schedule.
+
+    ``OPS``: the operator-parallel scheduler. ``CPSAT``: the exact model, started from
+    the OPS plan. ``AUTO``: OPS, improved by CP-SAT within the time limit when the group
+    is small enough. ``FCFS``: OPS with its ranking replaced by first-come-first-served,
+    the ablation baseline for what the ranking buys, not a solver to ship plans with.
+    """
+
+    OPS = "ops"
+    CPSAT = "cpsat"
+    AUTO = "auto"
+    FCFS = "fcfs"
+
+
+SOLVERS = tuple(s.value for s in Solver)
 # ``auto`` tries CP-SAT after OPS only below this many operators: above it the model
 # takes longer to build than OPS takes to schedule, for little gain.
 AUTO_CPSAT_MAX_OPS = 2000
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Everything a compile can be asked to do besides which models and which target.
+
+    Strings are accepted where enums are meant (``solver="cpsat"``, ``mode="dynamic"``,
+    ``duplicate="auto"`` or ``4``) and converted, so the command line and Python callers
+    share one set of checks.
+
+    Attributes:
+        solver: the mapper (:class:`Solver`).
+        mode: resident, dynamic, or auto (resident when the weights fit).
+        batch: images per run; fixes the models' batch dimension.
+        time_limit_s: CP-SAT's budget (deterministic time units when deterministic).
+        deterministic: one CP-SAT worker and a deterministic time limit, so the same
+            inputs give a byte-identical plan.
+        initial_state: online mapping: a previous plan (or its file) on the same
+            target; tiles it left in crossbars are used in place, not written again.
+        duplicate: weight duplication (:mod:`enasa_compiler.passes.duplicate`).
+        dedup_operators: compute shared operators once (``False`` is the ablation that
+            keeps every subnet's operators; weights are still stored once).
+        extra_passes: the user's own graph passes (``onnx_ir`` passes), run on the
+            group model after the project's graph passes (merge, dedup, BatchNorm
+            folding, weight-share annotation) and before lowering. They must keep the
+            ``enasa.*`` node metadata those passes set (see passes/_common.py).
+
+    """
+
+    solver: Solver = Solver.OPS
+    mode: MappingMode = MappingMode.AUTO
+    batch: int = 1
+    time_limit_s: float = 10.0
+    deterministic: bool = True
+    initial_state: Plan | str | Path | None = None
+    duplicate: Duplication = field(default_factory=Duplication)
+    dedup_operators: bool = True
+    extra_passes: tuple[ir.passes.PassBase, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.solver not in SOLVERS:
+            raise InputError(f"unknown solver '{self.solver}' (choose from "
+                             f"{', '.join(SOLVERS)})")
+        modes = tuple(m.value for m in MappingMode)
+        if self.mode not in modes:
+            raise InputError(f"unknown mapping mode '{self.mode}' (choose from "
+                             f"{', '.join(modes)})")
+        object.__setattr__(self, "solver", Solver(self.solver))
+        object.__setattr__(self, "mode", MappingMode(self.mode))
+        object.__setattr__(self, "duplicate", Duplication.parse(self.duplicate))
+        object.__setattr__(self, "extra_passes", tuple(self.extra_passes))
+
+    @classmethod
+    def of(cls, options: CompileOptions | None = None, **changes: Any) -> CompileOptions:
+        """Return ``options`` (or the defaults) with ``changes`` applied and checked.
+
+        Raises:
+            TypeError: a change names no option.
+
+        """
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise TypeError(f"unknown compile option(s): {', '.join(unknown)}")
+        return replace(options, **changes) if options is not None else cls(**changes)
 
 
 @dataclass(frozen=True)
@@ -64,19 +153,19 @@ class MappingOutcome:
 
 
 def _makespan(schedule: Schedule) -> int:
-    events = (*schedule.compute, *schedule.program)
-    return max(e.end_ns for e in events) - min(e.start_ns for e in events) if events else 0
+    return schedule.makespan_ns()
 
 
 def map_program(
     program: CrossbarProgram,
     target: Target,
     *,
-    solver: str = "ops",
-    mode: str = "auto",
+    solver: Solver | str = Solver.OPS,
+    mode: MappingMode | str = MappingMode.AUTO,
     time_limit_s: float = 10.0,
     deterministic: bool = True,
     initial: dict[int, str] | None = None,
+    costs: CostTable | None = None,
 ) -> MappingOutcome:
     """Schedule a lowered group with OPS, CP-SAT, or OPS improved by CP-SAT.
 
@@ -86,6 +175,7 @@ def map_program(
 
     ``initial`` (online mapping: crossbar -> tile already there) is honoured by OPS,
     and by CP-SAT in resident mode; with dynamic mapping ``auto`` keeps OPS's plan.
+    ``costs`` is the program priced on the target (priced here when not given).
 
     Raises:
         InputError: unknown solver, ``cpsat`` found no schedule in time, or ``cpsat``
@@ -94,31 +184,33 @@ def map_program(
     """
     if solver not in SOLVERS:
         raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
-    policy = "fcfs" if solver == "fcfs" else "ops"
-    ops_schedule = schedule_ops(program, target, mode, initial, policy=policy)
-    chosen, name = ops_schedule, policy
-    lower_bound = makespan_lower_bound(program, target, (initial or {}).values())
+    solver = Solver(solver)
+    costs = costs or price(program, target)
+    policy = RankingPolicy.FCFS if solver is Solver.FCFS else RankingPolicy.OPS
+    ops_schedule = schedule_ops(program, target, mode, initial, policy=policy, costs=costs)
+    chosen, name = ops_schedule, policy.value
+    lower_bound = makespan_lower_bound(program, target, (initial or {}).values(), costs)
     bounds: dict[str, Any] = {"analytic_bound_ns": lower_bound.bound_ns,
                               "solver_bound_ns": None, "time_unit_ns": None,
                               "solver_status": "not run"}
     proven = lower_bound.bound_ns
-    cpsat_takes_state = not initial or ops_schedule.mode == "resident"
-    if solver == "cpsat" or (solver == "auto" and cpsat_takes_state
+    cpsat_takes_state = not initial or ops_schedule.mode == MappingMode.RESIDENT
+    if solver is Solver.CPSAT or (solver is Solver.AUTO and cpsat_takes_state
                              and len(program.ops) <= AUTO_CPSAT_MAX_OPS):
         result = schedule_cpsat(program, target, ops_schedule.mode, hint=ops_schedule,
                                 time_limit_s=time_limit_s, deterministic=deterministic,
-                                initial=initial)
+                                initial=initial, costs=costs)
         bounds.update(solver_status=result.status, time_unit_ns=result.unit_ns)
         if result.unit_ns == 1:
             # Only an unscaled model's bound holds for the real durations.
             bounds["solver_bound_ns"] = result.solver_bound_ns
             proven = max(proven, result.solver_bound_ns)
         if result.schedule is None:
-            if solver == "cpsat":
+            if solver is Solver.CPSAT:
                 raise InputError(
                     f"CP-SAT found no schedule within {time_limit_s} s ({result.status}); "
                     "use --solver ops or a longer --time-limit")
-        elif solver == "cpsat" or _makespan(result.schedule) < _makespan(ops_schedule):
+        elif solver is Solver.CPSAT or _makespan(result.schedule) < _makespan(ops_schedule):
             chosen, name = result.schedule, "cpsat"
     makespan = _makespan(chosen)
     proven = min(proven, makespan)
@@ -151,17 +243,27 @@ def build_group_model(
     ``dedup_operators=False`` keeps every subnet's operators (weights are still stored
     once): the ablation that shows what computing shared operators once buys.
 
+    The subnets' models are consumed: canonicalized in place, then their nodes are moved
+    into the group model (copying them would cost as much as the other passes together),
+    which leaves them empty. Load the subnets again for another use of their models.
+
     Returns:
         The group model and the dedup statistics (nodes and MACs before/after).
 
     """
+    from enasa_compiler.passes._common import digests_in_background
+
     dedup = DedupPass(merge_nodes=dedup_operators)
     names = [s.name for s in subnets]
     try:
-        canonical = [PassManager([CanonicalizePass(fold_batchnorm=False)])(s.model).model
-                     for s in subnets]
-        group = PassManager([MergeGroupPass(canonical[1:], names=names), dedup,
-                             FoldBatchNormPass(), WeightSharePass()])(canonical[0]).model
+        # Dedup compares weights by content; their hashes are computed on another core
+        # while this one canonicalizes and merges.
+        with digests_in_background(s.model for s in subnets):
+            canonical = [PassManager([CanonicalizePass(fold_batchnorm=False)])(s.model).model
+                         for s in subnets]
+            merged = MergeGroupPass(canonical[1:], names=names, consume=True)(
+                canonical[0]).model
+        group = PassManager([dedup, FoldBatchNormPass(), WeightSharePass()])(merged).model
     except (ir.passes.PassError, ValueError) as exc:
         # The passes raise ValueError for models they cannot handle; report the root cause.
         root: BaseException = exc
@@ -182,6 +284,7 @@ def build_group_model(
 
 def assemble_plan(
     program: CrossbarProgram,
+    costs: CostTable,
     schedule: Schedule,
     target: Target,
     subnets: Sequence[SubnetModel],
@@ -189,11 +292,11 @@ def assemble_plan(
     solver: str,
     bounds: dict[str, Any] | None = None,
 ) -> Plan:
-    """Price every operator and put program, schedule and totals into one plan."""
+    """Put the priced program, its schedule and the totals into one plan."""
     operators = []
     for op in program.ops:
         is_mvm = isinstance(op, MvmOp)
-        cost = operator_cost(op, target, program.batch)
+        cost = costs.operators[op.id]
         operators.append(PlanOperator(
             id=op.id, kind=OpKind.MVM if is_mvm else OpKind.DIGITAL, op_type=op.op_type,
             subnets=op.subnets, inputs=op.inputs, outputs=op.outputs,
@@ -230,25 +333,17 @@ def assemble_plan(
 def compile_detailed(
     models: Sequence[ModelSource],
     target: str | Target = "neurosim-22nm",
+    options: CompileOptions | None = None,
     *,
-    solver: str = "ops",
-    mode: str = "auto",
-    batch: int = 1,
-    time_limit_s: float = 10.0,
-    deterministic: bool = True,
-    initial_state: Plan | str | Path | None = None,
-    dedup_operators: bool = True,
     progress: bool = False,
-    duplicate: str | int = "off",
+    **changes: Any,
 ) -> CompileResult:
     """Compile a group and return the plan with the intermediate stages.
 
-    ``dedup_operators=False`` skips computing shared operators once (an ablation; see
-    :func:`build_group_model`). ``progress`` shows a bar over the stages on stderr
-    (large groups take seconds per stage). The other arguments are :func:`compile`'s.
+    ``progress`` shows a bar over the stages on stderr (large groups take seconds per
+    stage). The other arguments are :func:`compile`'s.
     """
-    if solver not in SOLVERS:
-        raise InputError(f"unknown solver '{solver}' (choose from {', '.join(SOLVERS)})")
+    options = CompileOptions.of(options, **changes)
     resolved_target = load_target(target)
     stage_s: dict[str, float] = {}
     with tqdm(total=len(STAGES), disable=not progress, unit="stage", leave=False) as bar:
@@ -261,71 +356,70 @@ def compile_detailed(
             bar.update()
 
         bar.set_description("load models")
-        subnets = tuple(load_group(models, batch=batch))
+        subnets = tuple(load_group(models, batch=options.batch))
         finished("frontend")
         bar.set_description("graph passes")
-        group, dedup = build_group_model(subnets, dedup_operators=dedup_operators)
+        group, dedup = build_group_model(subnets, dedup_operators=options.dedup_operators)
+        if options.extra_passes:
+            group = _run_user_passes(group, options.extra_passes)
         finished("passes")
         bar.set_description("lower")
-        program = apply_duplication(lower(group, resolved_target), resolved_target,
-                                    duplicate, mode)
+        lowered = lower(group, resolved_target)
+        costs = price(lowered, resolved_target)
+        program = apply_duplication(lowered, resolved_target, options.duplicate,
+                                    options.mode, costs)
+        if program is not lowered:  # copies change latencies and add tiles: price anew
+            costs = price(program, resolved_target)
         finished("lower")
         initial = None
-        if initial_state is not None:
-            previous = (initial_state if isinstance(initial_state, Plan)
-                        else Plan.load(initial_state))
-            initial = initial_state_from_plan(previous, program, resolved_target)
-        bar.set_description(f"map ({solver})")
-        outcome = map_program(program, resolved_target, solver=solver, mode=mode,
-                              time_limit_s=time_limit_s, deterministic=deterministic,
-                              initial=initial)
+        if options.initial_state is not None:
+            previous = (options.initial_state if isinstance(options.initial_state, Plan)
+                        else Plan.load(options.initial_state))
+            initial = initial_state_from(previous.final_contents(), program,
+                                         resolved_target)
+        bar.set_description(f"map ({options.solver})")
+        outcome = map_program(program, resolved_target, solver=options.solver,
+                              mode=options.mode, time_limit_s=options.time_limit_s,
+                              deterministic=options.deterministic, initial=initial,
+                              costs=costs)
         finished("mapping")
         bar.set_description("cost")
-        plan = assemble_plan(program, outcome.schedule, resolved_target, subnets, dedup,
-                             outcome.solver, outcome.bounds)
+        plan = assemble_plan(program, costs, outcome.schedule, resolved_target, subnets,
+                             dedup, outcome.solver, outcome.bounds)
         finished("cost")
     return CompileResult(plan=plan, group_model=group, program=program, subnets=subnets,
                          stage_s=stage_s)
 
 
+def _run_user_passes(group: ir.Model, passes: Sequence[ir.passes.PassBase]) -> ir.Model:
+    try:
+        return PassManager(list(passes))(group).model
+    except (ir.passes.PassError, ValueError) as exc:
+        raise InputError(f"user graph pass: {exc}") from exc
+
+
 def compile(  # noqa: A001 - the public name mirrors the `enasa compile` command
     models: Sequence[ModelSource],
     target: str | Target = "neurosim-22nm",
-    *,
-    solver: str = "ops",
-    mode: str = "auto",
-    batch: int = 1,
-    time_limit_s: float = 10.0,
-    deterministic: bool = True,
-    initial_state: Plan | str | Path | None = None,
-    duplicate: str | int = "off",
+    options: CompileOptions | None = None,
+    **changes: Any,
 ) -> Plan:
     """Compile a group of ONNX subnets into a crossbar mapping plan.
+
+    >>> compile(["a.onnx", "b.onnx"], solver="cpsat", mode="resident")  # doctest: +SKIP
 
     Args:
         models: ONNX files, ``onnx.ModelProto`` or ``onnx_ir.Model`` objects; all take
             the same input shape.
         target: a preset name (``enasa targets`` lists them), a target file or a
             :class:`~enasa_compiler.targets.Target`.
-        solver: ``ops`` (the operator-parallel scheduler), ``cpsat`` (the exact
-            model, started from the OPS plan) or ``auto`` (OPS, then CP-SAT improves
-            it within the time limit when the group is small enough).
-        mode: ``resident`` (all weights programmed once), ``dynamic`` (programmed
-            before use into free crossbars) or ``auto`` (resident when they fit).
-        batch: images per run; fixes the models' batch dimension.
-        time_limit_s: CP-SAT's budget (deterministic time units in deterministic mode).
-        deterministic: one CP-SAT worker and a deterministic time limit, so the same
-            inputs give a byte-identical plan.
-        initial_state: online mapping: a previous plan (or its file) on the same
-            target; tiles it left in crossbars are used in place, not written again.
-        duplicate: weight duplication (:mod:`enasa_compiler.passes.duplicate`):
-            ``off``, ``auto`` (spare crossbars of a resident mapping go to the slowest
-            operators) or a number of copies for every crossbar operator.
+        options: the compile options (:class:`CompileOptions`); defaults when omitted.
+        **changes: options given by name (``solver="cpsat"``, ``duplicate="auto"``,
+            ``extra_passes=[MyPass()]``...), applied over ``options``.
 
     Raises:
         InputError: bad models, target or options (one line, safe to show users).
+        TypeError: an option name that does not exist.
 
     """
-    return compile_detailed(models, target, solver=solver, mode=mode, batch=batch,
-                            time_limit_s=time_limit_s, deterministic=deterministic,
-                            initial_state=initial_state, duplicate=duplicate).plan
+    return compile_detailed(models, target, options, **changes).plan

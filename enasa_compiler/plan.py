@@ -22,7 +22,18 @@ from typing import Any
 
 from enasa_compiler.atomic import write_atomic
 from enasa_compiler.errors import InputError
-from enasa_compiler.ir import DigitalOp, MvmOp, OpKind, Tile, WeightMatrix
+from enasa_compiler.ir import (
+    ComputeEvent,
+    CrossbarContents,
+    DigitalOp,
+    MvmOp,
+    OpKind,
+    Placement,
+    ProgramEvent,
+    Tile,
+    TileKey,
+    WeightMatrix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -85,40 +96,6 @@ class PlanOperator:
 
 
 @dataclass(frozen=True)
-class Placement:
-    """Which crossbar holds a tile during a compute event."""
-
-    tile: str
-    crossbar: int
-
-
-@dataclass(frozen=True)
-class ProgramEvent:
-    """Writing one tile into one crossbar during ``[start_ns, end_ns)``."""
-
-    tile: str
-    crossbar: int
-    start_ns: int
-    end_ns: int
-    energy_pj: float
-
-
-@dataclass(frozen=True)
-class ComputeEvent:
-    """One operator running during ``[start_ns, end_ns)``.
-
-    MVM operators list one placement per tile of their weights; digital operators
-    name the digital ``unit`` they run on.
-    """
-
-    op: str
-    start_ns: int
-    end_ns: int
-    placements: tuple[Placement, ...] = ()
-    unit: int | None = None
-
-
-@dataclass(frozen=True)
 class Totals:
     """Plan-wide figures, re-derivable from the schedule (the validator does)."""
 
@@ -165,6 +142,25 @@ class Plan:
             if op.id == op_id:
                 return op
         raise KeyError(op_id)
+
+    def final_contents(self) -> CrossbarContents:
+        """Return what each crossbar holds when this plan ends: the last tile written.
+
+        The start state of the next group's online mapping (``--initial-state``).
+        """
+        tiles = {t.id: (w, t) for w in self.weights for t in w.tiles}
+        last: dict[int, tuple[int, str]] = {p.crossbar: (-1, p.tile) for p in self.initial}
+        for write in self.program:
+            if write.crossbar not in last or write.end_ns >= last[write.crossbar][0]:
+                last[write.crossbar] = (write.end_ns, write.tile)
+        contents: dict[int, TileKey] = {}
+        for crossbar, (_, tile_id) in last.items():
+            matrix, tile = tiles[tile_id]
+            contents[crossbar] = (matrix.sha256, matrix.columns_per_weight, tile.row_start,
+                                  tile.row_stop, tile.col_start, tile.col_stop,
+                                  tile.phys_rows, tile.phys_cols)
+        return CrossbarContents(target_sha256=self.target_sha256,
+                                target_name=str(self.target.get("name")), tiles=contents)
 
     def tiles(self) -> dict[str, Tile]:
         """Every tile by id."""

@@ -21,23 +21,63 @@ while every tile still fits the chip at once.
 
 from __future__ import annotations
 
+import enum
 import heapq
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
+from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
-from enasa_compiler.ir import CrossbarProgram, MvmOp, WeightMatrix
-from enasa_compiler.targets.cost import mvm_cost
+from enasa_compiler.ir import CostTable, CrossbarProgram, MappingMode, MvmOp, WeightMatrix
+from enasa_compiler.passes.price import price
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DUPLICATE_POLICIES", "apply_duplication", "auto_copies", "duplicate",
-           "parse_duplicate"]
+__all__ = ["DUPLICATE_POLICIES", "Duplication", "DuplicationPolicy", "apply_duplication",
+           "auto_copies", "duplicate", "parse_duplicate"]
 
-DUPLICATE_POLICIES = ("off", "auto")
+
+class DuplicationPolicy(enum.StrEnum):
+    """Which operators get copies of their weights (see the module docstring)."""
+
+    OFF = "off"
+    AUTO = "auto"
+    FIXED = "fixed"
+
+
+DUPLICATE_POLICIES = (DuplicationPolicy.OFF.value, DuplicationPolicy.AUTO.value)
+
+
+@dataclass(frozen=True)
+class Duplication:
+    """A duplication option: a policy, and the copies when the policy is ``FIXED``.
+
+    ``str()`` gives the command-line spelling (``off``, ``auto`` or the number).
+    """
+
+    policy: DuplicationPolicy = DuplicationPolicy.OFF
+    copies: int = 1
+
+    @classmethod
+    def parse(cls, value: Duplication | str | int | None) -> Duplication:
+        """Read ``off``, ``auto``, a positive number of copies, or a ``Duplication``.
+
+        Raises:
+            InputError: anything else.
+
+        """
+        if isinstance(value, Duplication):
+            return value
+        chosen = parse_duplicate(value)
+        if isinstance(chosen, int):
+            return cls(DuplicationPolicy.FIXED, chosen)
+        return cls(DuplicationPolicy(chosen))
+
+    def __str__(self) -> str:
+        return str(self.copies) if self.policy is DuplicationPolicy.FIXED else self.policy
 
 
 def _copy_matrix(matrix: WeightMatrix, index: int) -> WeightMatrix:
@@ -78,15 +118,10 @@ def duplicate(program: CrossbarProgram, copies: Mapping[str, int]) -> CrossbarPr
         extra = tuple(made.setdefault((w.id, k), _copy_matrix(w, k))
                       for k in range(1, count) for w in base)
         ops.append(replace(op, weights=base + extra, copies=count))
-    logger.info("weight duplication: %d operators copied",
-                sum(1 for o in ops if isinstance(o, MvmOp) and o.copies > 1))
+    logger.info("weight duplication: %s copied",
+                plural(sum(1 for o in ops if isinstance(o, MvmOp) and o.copies > 1),
+                       "operator"))
     return replace(program, ops=tuple(ops))
-
-
-def _priced_latency_ns(op: MvmOp, copies: int, target: Target, batch: int) -> int:
-    # The cost model prices copies by count; the copies' own ids do not matter here.
-    trial = replace(op, weights=op.base_weights * copies, copies=copies)
-    return mvm_cost(trial, target, batch).latency_ns
 
 
 def _next_useful(vectors: int, copies: int) -> int:
@@ -95,7 +130,8 @@ def _next_useful(vectors: int, copies: int) -> int:
     return vectors + 1 if per_copy <= 1 else math.ceil(vectors / (per_copy - 1))
 
 
-def auto_copies(program: CrossbarProgram, target: Target) -> dict[str, int]:
+def auto_copies(program: CrossbarProgram, target: Target,
+                costs: CostTable | None = None) -> dict[str, int]:
     """Spend spare crossbars of a resident mapping on the slowest operators.
 
     Greedy: take the MVM operator with the longest latency, give it the fewest more
@@ -115,7 +151,8 @@ def auto_copies(program: CrossbarProgram, target: Target) -> dict[str, int]:
     ops = {op.id: op for op in program.mvm_ops()}
     made: dict[str, int] = {}  # weight id -> copies that exist
     copies: dict[str, int] = {}
-    heap = [(-_priced_latency_ns(op, 1, target, program.batch), op.id) for op in ops.values()]
+    costs = costs or price(program, target)
+    heap = [(-costs.operators[op.id].latency_with_copies(1), op.id) for op in ops.values()]
     heapq.heapify(heap)
     while heap:
         _, op_id = heapq.heappop(heap)
@@ -133,7 +170,7 @@ def auto_copies(program: CrossbarProgram, target: Target) -> dict[str, int]:
         for w in op.base_weights:
             made[w.id] = max(made.get(w.id, 1), wanted)
         copies[op_id] = wanted
-        latency = _priced_latency_ns(op, wanted, target, program.batch)
+        latency = costs.operators[op_id].latency_with_copies(wanted)
         heapq.heappush(heap, (-latency, op_id))
     return copies
 
@@ -164,18 +201,20 @@ def parse_duplicate(value: str | int | None) -> str | int:
 
 
 def apply_duplication(program: CrossbarProgram, target: Target,
-                      policy: str | int | None, mode: str = "auto") -> CrossbarProgram:
+                      policy: Duplication | str | int | None,
+                      mode: MappingMode | str = MappingMode.AUTO,
+                      costs: CostTable | None = None) -> CrossbarProgram:
     """Duplicate weights as the policy says (see the module docstring).
 
     ``auto`` does nothing when ``mode`` is ``dynamic``: there are no spare crossbars
-    to give, only more writes.
+    to give, only more writes. ``costs`` is ``program`` priced on ``target`` (priced
+    here when ``auto`` needs it and it is not given).
     """
-    chosen = parse_duplicate(policy)
-    if chosen == "off":
+    chosen = Duplication.parse(policy)
+    if chosen.policy is DuplicationPolicy.OFF:
         return program
-    if chosen == "auto":
-        if mode == "dynamic":
+    if chosen.policy is DuplicationPolicy.AUTO:
+        if mode == MappingMode.DYNAMIC:
             return program
-        return duplicate(program, auto_copies(program, target))
-    assert isinstance(chosen, int)
-    return duplicate(program, {op.id: chosen for op in program.mvm_ops()})
+        return duplicate(program, auto_copies(program, target, costs))
+    return duplicate(program, {op.id: chosen.copies for op in program.mvm_ops()})

@@ -42,7 +42,7 @@ import logging
 import math
 from dataclasses import dataclass
 
-from enasa_compiler.ir import DigitalOp, MvmOp, Tile
+from enasa_compiler.ir import DigitalOp, EventCost, MvmOp, Tile, ceil_ns
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
@@ -75,28 +75,6 @@ INTERCONNECT = ("bus", "router")
 
 
 @dataclass(frozen=True)
-class EventCost:
-    """Latency and energy of one scheduled event, with the energy broken down.
-
-    Attributes:
-        latency_ns: interval length the schedule must give the event (rounded up).
-        energy_pj: total dynamic energy.
-        breakdown_pj: energy per component: ``cells``, ``dac``, ``sample_hold``,
-            ``adc``, ``shift_add``, ``accumulate``, ``input_register``,
-            ``output_register``, ``buffer``, ``tile_output_register``, ``bus``,
-            ``router`` for crossbar work; ``digital``, ``buffer`` for digital work;
-            ``write``, ``verify``, ``bus``, ``router`` for programming.
-        cell_writes: cells programmed (programming events only).
-
-    """
-
-    latency_ns: int
-    energy_pj: float
-    breakdown_pj: dict[str, float]
-    cell_writes: int = 0
-
-
-@dataclass(frozen=True)
 class MvmEnergy:
     """An MVM operator's energy by component and its exact (unrounded) duration.
 
@@ -105,6 +83,8 @@ class MvmEnergy:
         latency_ns: reads per copy times the slowest tile's read cycle.
         read_ns: the part of ``latency_ns`` the read pulses take.
         reads: crossbar reads per tile of one copy, over all copies.
+        vectors: input vectors over the batch, all copies together.
+        read_cycle_ns: one read of the slowest tile, sensing included.
 
     """
 
@@ -112,10 +92,8 @@ class MvmEnergy:
     latency_ns: float
     read_ns: float
     reads: int
-
-
-def _ceil_ns(value_ns: float) -> int:
-    return max(1, math.ceil(value_ns - 1e-9))
+    vectors: int = 0
+    read_cycle_ns: float = 0.0
 
 
 def read_cycle_ns(phys_cols: int, target: Target) -> float:
@@ -171,14 +149,17 @@ def mvm_energy(op: MvmOp, target: Target, batch: int = 1) -> MvmEnergy:
         "router": outputs * e.router_pj_per_byte,
     }
     return MvmEnergy(breakdown, reads_per_copy * slowest_ns,
-                     reads_per_copy * target.crossbar.read_pulse_ns, reads)
+                     reads_per_copy * target.crossbar.read_pulse_ns, reads, vectors,
+                     slowest_ns)
 
 
 def mvm_cost(op: MvmOp, target: Target, batch: int = 1) -> EventCost:
     """Cost of running a crossbar operator over ``batch`` images."""
     priced = mvm_energy(op, target, batch)
-    return EventCost(_ceil_ns(priced.latency_ns), sum(priced.breakdown_pj.values()),
-                     priced.breakdown_pj)
+    return EventCost(ceil_ns(priced.latency_ns), sum(priced.breakdown_pj.values()),
+                     priced.breakdown_pj, read_ns=priced.read_ns, vectors=priced.vectors,
+                     reads_per_vector=target.input_cycles,
+                     read_cycle_ns=priced.read_cycle_ns)
 
 
 def digital_cost(op: DigitalOp, target: Target, batch: int = 1) -> EventCost:
@@ -191,7 +172,7 @@ def digital_cost(op: DigitalOp, target: Target, batch: int = 1) -> EventCost:
         "digital": ops * target.energy.digital_pj_per_op,
         "buffer": _bytes(moved, target) * target.energy.buffer_pj_per_byte,
     }
-    return EventCost(_ceil_ns(latency_ns), sum(breakdown.values()), breakdown)
+    return EventCost(ceil_ns(latency_ns), sum(breakdown.values()), breakdown)
 
 
 def operator_cost(op: MvmOp | DigitalOp, target: Target, batch: int = 1) -> EventCost:
@@ -217,5 +198,5 @@ def program_cost(tile: Tile, target: Target) -> EventCost:
         "bus": weight_bytes * target.tile.bus.pj_per_byte,
         "router": weight_bytes * target.tile.router.pj_per_byte,
     }
-    return EventCost(_ceil_ns(latency_ns), sum(breakdown.values()), breakdown,
+    return EventCost(ceil_ns(latency_ns), sum(breakdown.values()), breakdown,
                      cell_writes=tile.cells)

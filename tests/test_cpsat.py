@@ -13,6 +13,7 @@ from enasa_compiler.passes.lower import tile_matrix
 from enasa_compiler.passes.mapping import schedule_ops
 from enasa_compiler.passes.mapping.bounds import makespan_lower_bound
 from enasa_compiler.passes.mapping.cpsat import choose_time_unit, schedule_cpsat
+from enasa_compiler.passes.price import price
 from enasa_compiler.pipeline import assemble_plan, map_program
 from enasa_compiler.targets import load_target, target_from_dict
 from enasa_compiler.targets.cost import digital_cost, mvm_cost, program_cost
@@ -112,7 +113,8 @@ def _makespan(schedule) -> int:
 
 def _plan(program, schedule, target, solver):
     subnet = SubnetModel(name="s0", sha256="0" * 64, model=None, arch=None)  # type: ignore[arg-type]
-    return assemble_plan(program, schedule, target, [subnet], {}, solver)
+    return assemble_plan(program, price(program, target), schedule, target, [subnet], {},
+                         solver)
 
 
 @pytest.mark.parametrize("seed", range(12))

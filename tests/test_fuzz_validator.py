@@ -18,6 +18,7 @@ from enasa_compiler.frontend import SubnetModel
 from enasa_compiler.ir import CrossbarProgram, DigitalOp, MvmOp, Op, SignedScheme, WeightMatrix
 from enasa_compiler.passes.lower import tile_matrix
 from enasa_compiler.passes.mapping import schedule_ops
+from enasa_compiler.passes.price import price
 from enasa_compiler.pipeline import assemble_plan
 from enasa_compiler.targets import load_target, target_from_dict
 from enasa_compiler.validator import validate
@@ -61,7 +62,8 @@ def _valid_plans() -> list[Plan]:
         target = target_from_dict(data)
         schedule = schedule_ops(program, target, "dynamic" if seed % 2 else "resident")
         subnet = SubnetModel(name="s0", sha256="0" * 64, model=None, arch=None)  # type: ignore[arg-type]
-        plans.append(assemble_plan(program, schedule, target, [subnet], {}, "ops").to_dict())
+        plans.append(assemble_plan(program, price(program, target), schedule, target,
+                                    [subnet], {}, "ops").to_dict())
     return plans
 
 

@@ -8,6 +8,7 @@ from enasa_compiler.errors import InputError
 from enasa_compiler.ir import CrossbarProgram, DigitalOp, MvmOp, SignedScheme, WeightMatrix
 from enasa_compiler.passes.lower import tile_matrix
 from enasa_compiler.passes.mapping import schedule_ops
+from enasa_compiler.passes.price import price
 from enasa_compiler.targets import load_target, target_from_dict
 
 
@@ -181,7 +182,8 @@ def test_incremental_admission_order_equals_rank_key_order(seed):
                 inputs=tuple(rng.sample(["x0", "x1", "x2", "x3"], rng.choice([1, 2]))),
                 layer=rng.choice(["", "l1", "l2", "l3"]), vectors=rng.choice([4, 16, 64]))
            for i in range(rng.randint(2, 12))]
-    scheduler = _Scheduler(_program(ops), _target(64), "resident", {})
+    program, target = _program(ops), _target(64)
+    scheduler = _Scheduler(program, target, price(program, target), "resident", {})
     order: list[str] = []
 
     def record(op, now_ns):

@@ -14,6 +14,7 @@ from enasa_compiler.frontend import SubnetModel
 from enasa_compiler.ir import CrossbarProgram, DigitalOp, MvmOp, Op, SignedScheme, WeightMatrix
 from enasa_compiler.passes.lower import tile_matrix
 from enasa_compiler.passes.mapping import crossbars_needed, schedule_ops
+from enasa_compiler.passes.price import price
 from enasa_compiler.pipeline import assemble_plan
 from enasa_compiler.targets import load_target, target_from_dict
 from enasa_compiler.validator import validate
@@ -64,7 +65,8 @@ def test_every_ops_plan_validates(case):
     target = target_from_dict(data)
     schedule = schedule_ops(program, target, mode)
     subnet = SubnetModel(name="s0", sha256="0" * 64, model=None, arch=None)  # type: ignore[arg-type]
-    plan = assemble_plan(program, schedule, target, [subnet], {}, "ops")
+    plan = assemble_plan(program, price(program, target), schedule, target, [subnet],
+                         {}, "ops")
     assert validate(plan) == []
     assert plan.totals.crossbars_used <= crossbars
     # resident when the weights fit (auto), and then every tile is written exactly once

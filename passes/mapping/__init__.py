@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enasa_compiler.passes.mapping.ops import (
     MODES,
+    RankingPolicy,
     Schedule,
     crossbars_needed,
     rank_key,
@@ -11,4 +12,12 @@ from enasa_compiler.passes.mapping.ops import (
     schedule_ops,
 )
 
-__all__ = ["MODES", "Schedule", "crossbars_needed", "rank_key", "resolve_mode", "schedule_ops"]
+__all__ = [
+    "MODES",
+    "RankingPolicy",
+    "Schedule",
+    "crossbars_needed",
+    "rank_key",
+    "resolve_mode",
+    "schedule_ops",
+]

@@ -22,8 +22,8 @@ import math
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from enasa_compiler.ir import CrossbarProgram, MvmOp
-from enasa_compiler.targets.cost import operator_cost, program_cost
+from enasa_compiler.ir import CostTable, CrossbarProgram, MvmOp
+from enasa_compiler.passes.price import price
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ class MakespanBound:
 
 
 def makespan_lower_bound(
-    program: CrossbarProgram, target: Target, in_place: Collection[str] = ()
+    program: CrossbarProgram, target: Target, in_place: Collection[str] = (),
+    costs: CostTable | None = None,
 ) -> MakespanBound:
     """Return a lower bound on the makespan of every valid schedule of ``program``.
 
@@ -51,15 +52,17 @@ def makespan_lower_bound(
         program: the lowered group.
         target: the chip.
         in_place: ids of tiles already in crossbars when the plan starts.
+        costs: the program priced on the target; priced here when not given.
 
     """
+    costs = costs or price(program, target)
     latency: dict[str, int] = {}
     release: dict[str, int] = {}
     placed = set(in_place)
-    program_ns = {t.id: 0 if t.id in placed else program_cost(t, target).latency_ns
+    program_ns = {t.id: 0 if t.id in placed else costs.write_ns(t.id)
                   for w in program.weight_matrices() for t in w.tiles}
     for op in program.ops:
-        latency[op.id] = operator_cost(op, target, program.batch).latency_ns
+        latency[op.id] = costs.latency_ns(op.id)
         release[op.id] = (max(program_ns[t.id] for t in op.tiles)
                           if isinstance(op, MvmOp) else 0)
 

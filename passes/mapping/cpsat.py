@@ -36,10 +36,18 @@ from dataclasses import dataclass
 from ortools.sat.python import cp_model
 
 from enasa_compiler.errors import InputError
-from enasa_compiler.ir import CrossbarProgram, MvmOp
-from enasa_compiler.passes.mapping.ops import Schedule, resolve_mode
-from enasa_compiler.plan import ComputeEvent, Placement, ProgramEvent
-from enasa_compiler.targets.cost import operator_cost, program_cost
+from enasa_compiler.ir import (
+    ComputeEvent,
+    CostTable,
+    CrossbarProgram,
+    MappingMode,
+    MvmOp,
+    Placement,
+    ProgramEvent,
+    Schedule,
+)
+from enasa_compiler.passes.mapping.ops import resolve_mode
+from enasa_compiler.passes.price import price
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
@@ -90,21 +98,20 @@ def choose_time_unit(durations_ns: list[int]) -> int:
 class _Model:
     """Builds the CP-SAT model for one program, mode and time unit."""
 
-    def __init__(self, program: CrossbarProgram, target: Target, mode: str, unit_ns: int,
-                 horizon: int, initial: dict[int, str] | None = None) -> None:
+    def __init__(self, program: CrossbarProgram, target: Target, costs: CostTable,
+                 mode: str, unit_ns: int, horizon: int,
+                 initial: dict[int, str] | None = None) -> None:
         self.program, self.target, self.mode = program, target, mode
+        self.costs = costs
         self.initial = dict(initial or {})
         in_place = set(self.initial.values())
         self.unit = unit_ns
         self.model = cp_model.CpModel()
-        self.latency_ns = {
-            op.id: operator_cost(op, target, program.batch).latency_ns
-            for op in program.ops
-        }
+        self.latency_ns = {op.id: costs.latency_ns(op.id) for op in program.ops}
         self.matrices = program.weight_matrices()
         self.program_ns = {
-            w.id: max((program_cost(t, target).latency_ns for t in w.tiles
-                       if t.id not in in_place), default=0)
+            w.id: max((costs.write_ns(t.id) for t in w.tiles if t.id not in in_place),
+                      default=0)
             for w in self.matrices}
         m = self.model
         self.start: dict[str, cp_model.IntVar] = {}
@@ -134,7 +141,7 @@ class _Model:
         self.program_start: dict[tuple[str, str | None], cp_model.IntVar] = {}
         self.keep: dict[str, cp_model.IntVar] = {}
         self.writes: list[tuple[int, cp_model.LiteralT]] = []
-        if mode == "resident":
+        if mode == MappingMode.RESIDENT:
             for matrix in self.matrices:
                 for op_id in users[matrix.id]:
                     m.add(self.start[op_id] >= self.units(self.program_ns[matrix.id]))
@@ -195,7 +202,7 @@ class _Model:
     def hint(self, schedule: Schedule) -> None:
         for event in schedule.compute:
             self.model.add_hint(self.start[event.op], event.start_ns // self.unit)
-        if self.mode == "dynamic":
+        if self.mode == MappingMode.DYNAMIC:
             writes: dict[str, list[int]] = {}
             for program_event in schedule.program:
                 writes.setdefault(program_event.tile, []).append(program_event.start_ns)
@@ -228,7 +235,8 @@ class _Model:
         compute.extend(self.place_digital(start_ns))
         compute.sort(key=lambda e: (e.start_ns, index[e.op]))
         initial = tuple(Placement(t, c) for c, t in sorted(self.initial.items()))
-        return Schedule(self.mode, tuple(program_events), tuple(compute), initial)
+        return Schedule(MappingMode(self.mode), tuple(program_events), tuple(compute),
+                        initial)
 
     def place_tiles(
         self, solver: cp_model.CpSolver, start_ns: dict[str, int]
@@ -243,7 +251,7 @@ class _Model:
         """
         homes: dict[tuple[str, str | None], int] = {}
         events: list[ProgramEvent] = []
-        if self.mode == "resident":
+        if self.mode == MappingMode.RESIDENT:
             for crossbar, tile_id in self.initial.items():
                 homes[(tile_id, None)] = crossbar
             occupied = set(self.initial)
@@ -252,7 +260,7 @@ class _Model:
                 for tile in matrix.tiles:
                     if (tile.id, None) in homes:
                         continue  # already in place: used where it is
-                    cost = program_cost(tile, self.target)
+                    cost = self.costs.writes[tile.id]
                     crossbar = next(spare)
                     homes[(tile.id, None)] = crossbar
                     events.append(ProgramEvent(tile.id, crossbar, 0, cost.latency_ns,
@@ -277,7 +285,7 @@ class _Model:
             free = [c for c, t in enumerate(free_at) if t <= begin][:len(matrix.tiles)]
             assert len(free) == len(matrix.tiles), "cumulative holds exceed the chip"
             for tile, crossbar in zip(matrix.tiles, free, strict=True):
-                cost = program_cost(tile, self.target)
+                cost = self.costs.writes[tile.id]
                 homes[(tile.id, op_id or None)] = crossbar
                 events.append(ProgramEvent(tile.id, crossbar, begin, begin + cost.latency_ns,
                                            cost.energy_pj))
@@ -318,6 +326,7 @@ def schedule_cpsat(
     unit_ns: int | None = None,
     seed: int = 0,
     initial: dict[int, str] | None = None,
+    costs: CostTable | None = None,
 ) -> CpSatResult:
     """Schedule ``program`` with CP-SAT, minimising the makespan.
 
@@ -334,6 +343,7 @@ def schedule_cpsat(
         seed: the solver's random seed.
         initial: online mapping (crossbar -> tile of this program already there), as
             OPS takes it; resident mode only.
+        costs: the program priced on the target; priced here when not given.
 
     Raises:
         InputError: an initial state with dynamic mapping (not modeled).
@@ -343,19 +353,16 @@ def schedule_cpsat(
     if initial and resolved != "resident":
         raise InputError("the CP-SAT model takes an initial state in resident mode only; "
                          "use --solver ops for dynamic mapping from a previous plan")
-    durations = [
-        operator_cost(op, target, program.batch).latency_ns
-        for op in program.ops
-    ]
+    costs = costs or price(program, target)
+    durations = [costs.latency_ns(op.id) for op in program.ops]
     unit = unit_ns or choose_time_unit(durations)
-    writes = [program_cost(t, target).latency_ns for w in program.weight_matrices()
-              for t in w.tiles]
+    writes = [costs.write_ns(t.id) for w in program.weight_matrices() for t in w.tiles]
     if hint is not None:
-        hinted_end = max(e.end_ns for e in (*hint.compute, *hint.program))
+        hinted_end = hint.end_ns()
         horizon = math.ceil(hinted_end / unit) + len(program.ops) + len(writes) + 1
     else:
         horizon = sum(math.ceil(d / unit) for d in durations + writes) + 1
-    built = _Model(program, target, resolved, unit, horizon, initial)
+    built = _Model(program, target, costs, resolved, unit, horizon, initial)
     if hint is not None and hint.mode == resolved:
         built.hint(hint)
     solver = cp_model.CpSolver()
@@ -375,7 +382,7 @@ def schedule_cpsat(
     if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
         return CpSatResult(None, name, None, bound_ns, unit, wall_s)
     schedule = built.extract(solver)
-    makespan = max(e.end_ns for e in (*schedule.compute, *schedule.program))
+    makespan = schedule.end_ns()
     logger.info("CP-SAT %s %s: makespan %d ns, bound %d ns (unit %d ns) in %.2f s",
                 resolved, name, makespan, bound_ns, unit, wall_s)
     return CpSatResult(schedule, name, makespan, bound_ns, unit, wall_s)

@@ -35,35 +35,56 @@ ranking buys.
 
 from __future__ import annotations
 
+import enum
 import gc
 import heapq
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
-from enasa_compiler.ir import CrossbarProgram, DigitalOp, MvmOp, Op
-from enasa_compiler.plan import ComputeEvent, Placement, ProgramEvent
-from enasa_compiler.targets.cost import EventCost, operator_cost, program_cost
+from enasa_compiler.ir import (
+    ComputeEvent,
+    CostTable,
+    CrossbarProgram,
+    DigitalOp,
+    MappingMode,
+    MvmOp,
+    Op,
+    Placement,
+    ProgramEvent,
+    Schedule,
+)
+from enasa_compiler.passes.price import price
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["MODES", "Schedule", "crossbars_needed", "rank_key", "resolve_mode", "schedule_ops"]
+__all__ = [
+    "MODES",
+    "RankingPolicy",
+    "Schedule",
+    "crossbars_needed",
+    "rank_key",
+    "resolve_mode",
+    "schedule_ops",
+]
 
-MODES = ("auto", "resident", "dynamic")
+MODES = tuple(m.value for m in MappingMode)
+
+
+class RankingPolicy(enum.StrEnum):
+    """How OPS orders operators that compete for crossbars.
+
+    ``OPS``: the paper's ranking (:func:`rank_key`: data reuse, same supernet layer,
+    critical path). ``FCFS``: first come, first served (topological order), the
+    ablation baseline for what the ranking buys.
+    """
+
+    OPS = "ops"
+    FCFS = "fcfs"
 # Prefetch looks this many operators ahead (in expected start order) each round.
 _PREFETCH_WINDOW = 32
-
-
-@dataclass(frozen=True)
-class Schedule:
-    """What a mapping pass produces: programming and compute events, and the mode."""
-
-    mode: str
-    program: tuple[ProgramEvent, ...]
-    compute: tuple[ComputeEvent, ...]
-    initial: tuple[Placement, ...] = ()
 
 
 def crossbars_needed(program: CrossbarProgram) -> int:
@@ -71,7 +92,8 @@ def crossbars_needed(program: CrossbarProgram) -> int:
     return sum(len(w.tiles) for w in program.weight_matrices())
 
 
-def resolve_mode(program: CrossbarProgram, target: Target, mode: str) -> str:
+def resolve_mode(program: CrossbarProgram, target: Target,
+                 mode: MappingMode | str) -> MappingMode:
     """Pick resident or dynamic mapping, or explain why the requested one cannot work.
 
     Raises:
@@ -81,6 +103,7 @@ def resolve_mode(program: CrossbarProgram, target: Target, mode: str) -> str:
     """
     if mode not in MODES:
         raise InputError(f"unknown mapping mode '{mode}' (choose from {', '.join(MODES)})")
+    mode = MappingMode(mode)
     needed = crossbars_needed(program)
     available = target.chip.crossbars
     largest = max((len(op.tiles) for op in program.mvm_ops()), default=0)
@@ -89,13 +112,13 @@ def resolve_mode(program: CrossbarProgram, target: Target, mode: str) -> str:
             f"an operator needs {largest} crossbars at once but target '{target.name}' has "
             f"{available}; the model does not fit the chip"
         )
-    if mode == "resident" and needed > available:
+    if mode == MappingMode.RESIDENT and needed > available:
         raise InputError(
             f"the group's weights need {needed} crossbars but target '{target.name}' has "
             f"{available}; use dynamic mapping"
         )
-    if mode == "auto":
-        return "resident" if needed <= available else "dynamic"
+    if mode is MappingMode.AUTO:
+        return MappingMode.RESIDENT if needed <= available else MappingMode.DYNAMIC
     return mode
 
 
@@ -130,21 +153,19 @@ def _critical_paths(program: CrossbarProgram, latency: dict[str, int]) -> dict[s
 class _Scheduler:
     """Mutable state of one scheduling run."""
 
-    def __init__(self, program: CrossbarProgram, target: Target, mode: str,
-                 initial: dict[int, str], policy: str = "ops") -> None:
+    def __init__(self, program: CrossbarProgram, target: Target, costs: CostTable,
+                 mode: MappingMode, initial: dict[int, str],
+                 policy: RankingPolicy = RankingPolicy.OPS) -> None:
         self.program = program
-        self.ranked = policy == "ops"
+        self.costs = costs
+        self.ranked = policy is RankingPolicy.OPS
         self.target = target
         self.mode = mode
         self.initial = initial
         self.index = {op.id: i for i, op in enumerate(program.ops)}
-        self.latency = {
-            op.id: operator_cost(op, target, program.batch).latency_ns
-            for op in program.ops
-        }
+        self.latency = {op.id: costs.latency_ns(op.id) for op in program.ops}
         self.critical = _critical_paths(program, self.latency)
         self.op_tiles = {op.id: op.tiles for op in program.mvm_ops()}
-        self.write_costs: dict[tuple[int, int], EventCost] = {}
         self.earliest = _earliest_starts(program, self.latency)
         self.tiles = {t.id: t for w in program.weight_matrices() for t in w.tiles}
         self.crossbar_free_ns = [0] * target.chip.crossbars
@@ -161,11 +182,7 @@ class _Scheduler:
 
     # ---- resources ------------------------------------------------------------------
     def program_tile(self, tile_id: str, crossbar: int, start_ns: int) -> int:
-        tile = self.tiles[tile_id]
-        shape = (tile.phys_rows, tile.phys_cols)
-        cost = self.write_costs.get(shape)
-        if cost is None:  # writes cost the same for every tile of one shape
-            cost = self.write_costs[shape] = program_cost(tile, self.target)
+        cost = self.costs.writes[tile_id]
         end_ns = start_ns + cost.latency_ns
         old = self.crossbar_tile[crossbar]
         if old is not None:
@@ -230,7 +247,7 @@ class _Scheduler:
         return True
 
     def try_start_mvm(self, op: MvmOp, now_ns: int) -> bool:
-        if self.mode == "resident":
+        if self.mode == MappingMode.RESIDENT:
             return self.try_start_resident(op, now_ns)
         placements: list[Placement] = []
         ready_ns = now_ns
@@ -241,7 +258,7 @@ class _Scheduler:
             return False
         missing = [tile_id for tile_id, home in homes.items() if home is None]
         if missing:
-            if self.mode == "resident":
+            if self.mode == MappingMode.RESIDENT:
                 raise AssertionError(f"resident tile {missing[0]} has no crossbar")
             chosen = self.victims(now_ns, len(missing), cached)
             if chosen is None:
@@ -279,7 +296,7 @@ class _Scheduler:
     # ---- main loop ------------------------------------------------------------------
     def run(self) -> Schedule:
         self.place_initial()
-        if self.mode == "resident":
+        if self.mode == MappingMode.RESIDENT:
             self.place_resident()
             self.fix_resident_homes()
         successors: dict[str, list[str]] = {op.id: [] for op in self.program.ops}
@@ -317,7 +334,7 @@ class _Scheduler:
                 while next_upcoming < len(upcoming) \
                         and upcoming[next_upcoming].id not in not_started:
                     next_upcoming += 1
-            if self.mode == "dynamic":
+            if self.mode == MappingMode.DYNAMIC:
                 ready_ids = {op.id for op in ready}
                 self.prefetch(upcoming[next_upcoming:], not_started - ready_ids, now_ns)
         return Schedule(self.mode, tuple(self.program_events),
@@ -403,9 +420,10 @@ class _Scheduler:
 def schedule_ops(
     program: CrossbarProgram,
     target: Target,
-    mode: str = "auto",
+    mode: MappingMode | str = MappingMode.AUTO,
     initial: dict[int, str] | None = None,
-    policy: str = "ops",
+    policy: RankingPolicy | str = RankingPolicy.OPS,
+    costs: CostTable | None = None,
 ) -> Schedule:
     """Map a crossbar program onto the target with OPS.
 
@@ -418,14 +436,17 @@ def schedule_ops(
             tiles are used in place, not written again.
         policy: ``ops`` ranks conflicting operators by :func:`rank_key`; ``fcfs``
             admits them in topological order (the ablation baseline).
+        costs: the program priced on the target (:func:`~.price.price`); priced
+            here when not given.
 
     Returns:
         The schedule: every tile's programming on a concrete crossbar and every
         operator's compute interval.
 
     """
-    if policy not in ("ops", "fcfs"):
+    if policy not in tuple(RankingPolicy):
         raise ValueError(f"unknown OPS policy {policy!r}; expected 'ops' or 'fcfs'")
+    policy = RankingPolicy(policy)
     resolved = resolve_mode(program, target, mode)
     # Scheduling allocates tens of thousands of small event objects; a cyclic-GC
     # pass over a heap that still holds the group's ONNX models costs more than the
@@ -434,10 +455,11 @@ def schedule_ops(
     collecting = gc.isenabled()
     gc.disable()
     try:
-        schedule = _Scheduler(program, target, resolved, dict(initial or {}), policy).run()
+        schedule = _Scheduler(program, target, costs or price(program, target), resolved,
+                              dict(initial or {}), policy).run()
     finally:
         if collecting:
             gc.enable()
-    logger.info("OPS %s: %d compute events, %d program events", resolved,
-                len(schedule.compute), len(schedule.program))
+    logger.info("OPS %s: %s, %s", resolved, plural(len(schedule.compute), "compute event"),
+                plural(len(schedule.program), "program event"))
     return schedule
