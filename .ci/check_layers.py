@@ -41,10 +41,19 @@ class Import:
     line: int
 
 
-def _module_files(root: Path, package_dirs: dict[str, str]) -> Iterator[tuple[str, Path]]:
-    """Yield (module name, file) for every module, following the package-dir mapping."""
-    for package, folder in sorted(package_dirs.items()):
-        directory = root / folder
+def _package_dir(package: str, package_dirs: dict[str, str]) -> str:
+    """Return a package's folder: mapped in ``package-dir``, or under its parent's."""
+    if package in package_dirs:
+        return package_dirs[package]
+    parent, _, last = package.rpartition(".")
+    return f"{_package_dir(parent, package_dirs)}/{last}" if parent else package
+
+
+def _module_files(root: Path, setuptools: dict) -> Iterator[tuple[str, Path]]:
+    """Yield (module name, file) for every module of every package setuptools installs."""
+    package_dirs = setuptools.get("package-dir", {})
+    for package in sorted(setuptools["packages"]):
+        directory = root / _package_dir(package, package_dirs)
         for path in sorted(directory.glob("*.py")):
             name = package if path.stem == "__init__" else f"{package}.{path.stem}"
             yield name, path
@@ -97,12 +106,11 @@ def _owner(module: str, prefixes: dict[str, str]) -> str | None:
 def check(root: Path) -> list[str]:
     """Return one message per import that breaks the contract (empty: it holds)."""
     config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
-    package_dirs = config["tool"]["setuptools"]["package-dir"]
     contract = config["tool"]["enasa"]["imports"]
     layers = [[e.strip() for e in layer.split("|")] for layer in contract["layers"]]
     level = {entry: i for i, layer in enumerate(layers) for entry in layer}
     entries = {prefix.strip(): entry for entry in level for prefix in entry.split("+")}
-    files = dict(_module_files(root, package_dirs))
+    files = dict(_module_files(root, config["tool"]["setuptools"]))
     modules = set(files)
     problems = []
     for module in sorted(modules):

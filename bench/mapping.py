@@ -42,7 +42,7 @@ from enasa_compiler.passes.mapping.cpsat import schedule_cpsat
 from enasa_compiler.passes.price import price
 from enasa_compiler.pipeline import assemble_plan, build_group_model, compile_detailed
 from enasa_compiler.targets import load_target, target_from_dict
-from enasa_compiler.validator import validate
+from enasa_compiler.validation.validator import validate
 
 
 def _makespan(schedule: Any) -> int:

@@ -38,7 +38,8 @@ from _results import command_line, write_results
 
 from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet
 from enasa_compiler.models.data import load_digits_dataset, train_val_split
-from enasa_compiler.models.executors import (
+from enasa_compiler.models.sampling import sample_uniform
+from enasa_compiler.search.executors import (
     Executor,
     GroupInputs,
     GroupTask,
@@ -46,8 +47,7 @@ from enasa_compiler.models.executors import (
     RayExecutor,
     run_group,
 )
-from enasa_compiler.models.sampling import sample_uniform
-from enasa_compiler.models.search import SearchConfig, search
+from enasa_compiler.search.loop import SearchConfig, search
 
 
 def _load() -> list[float]:

@@ -35,12 +35,12 @@ from _results import command_line, write_results
 from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet
 from enasa_compiler.models.data import load_digits_dataset, train_val_split
 from enasa_compiler.models.sampling import sample_uniform
-from enasa_compiler.models.search import SearchConfig, search
 from enasa_compiler.models.train import (
     evaluate_accuracy,
     recalibrate_batchnorm,
     train_supernet,
 )
+from enasa_compiler.search.loop import SearchConfig, search
 
 STRATEGIES = ("stagewise", "evolution", "uniform")
 

@@ -24,8 +24,8 @@ _LAZY = {
     "Plan": "enasa_compiler.plan",
     "compile": "enasa_compiler.pipeline",
     "compile_detailed": "enasa_compiler.pipeline",
-    "Violation": "enasa_compiler.validator",
-    "validate": "enasa_compiler.validator",
+    "Violation": "enasa_compiler.validation.validator",
+    "validate": "enasa_compiler.validation.validator",
 }
 
 __all__ = ["__version__", *sorted(_LAZY)]

@@ -374,6 +374,8 @@ class EventCost:
         read_cycle_ns: one read of the operator's slowest tile, sensing included
             (MVM only); with ``vectors`` and ``reads_per_vector`` it gives the latency
             for any number of weight copies (:meth:`latency_with_copies`).
+        fixed_ns: the part of an MVM operator's latency that weight copies do not
+            divide (NeuroSim-style targets: buffers, interconnect, tile accumulation).
 
     """
 
@@ -385,14 +387,19 @@ class EventCost:
     vectors: int = 0
     reads_per_vector: int = 0
     read_cycle_ns: float = 0.0
+    fixed_ns: float = 0.0
 
-    def latency_with_copies(self, copies: int) -> int:
-        """Latency of this MVM operator if its weights had ``copies`` copies.
+    def mvm_time_ns(self, copies: int) -> float:
+        """Unrounded time of this MVM operator if its weights had ``copies`` copies.
 
         Copies split the input vectors evenly; energy does not change with copies.
         """
         reads_per_copy = math.ceil(self.vectors / copies) * self.reads_per_vector
-        return ceil_ns(reads_per_copy * self.read_cycle_ns)
+        return reads_per_copy * self.read_cycle_ns + self.fixed_ns
+
+    def latency_with_copies(self, copies: int) -> int:
+        """Latency (rounded as scheduled) of this MVM operator with ``copies`` copies."""
+        return ceil_ns(self.mvm_time_ns(copies))
 
 
 @dataclass(frozen=True)

@@ -37,8 +37,8 @@ from enasa_compiler.passes.mapping.cpsat import schedule_cpsat
 from enasa_compiler.passes.mapping.online import initial_state as initial_state_from
 from enasa_compiler.passes.price import price
 from enasa_compiler.plan import Plan, PlanOperator, SubnetInfo
+from enasa_compiler.plan.totals import compute_totals
 from enasa_compiler.targets.target import Target, load_target
-from enasa_compiler.totals import compute_totals
 
 logger = logging.getLogger(__name__)
 

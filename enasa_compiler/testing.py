@@ -46,7 +46,7 @@ def assert_plan_valid(
     Args:
         plan: a :class:`~enasa_compiler.plan.Plan`, its parsed JSON, or a plan file.
         models: the subnets' source models, in subnet order (what
-            :func:`~enasa_compiler.validator.validate` takes); when given, the plan
+            :func:`~enasa_compiler.validation.validator.validate` takes); when given, the plan
             must also be the one these models compile to.
 
     Raises:
@@ -57,7 +57,7 @@ def assert_plan_valid(
 
     """
     __tracebackhide__ = True  # pytest shows the caller's line, not this helper's
-    from enasa_compiler.validator import validate
+    from enasa_compiler.validation.validator import validate
 
     violations = validate(plan, models=models)
     if violations:

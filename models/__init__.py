@@ -4,8 +4,9 @@ The compiler itself only reads ONNX files; this package makes realistic ones: SP
 FairNAS subnets whose weights are named after the supernet, groups of architectures that
 share layers (drawn directly or by ENASA's stage-wise evolution), and a small seeded demo
 supernet that exports in seconds. It also trains supernets on images available offline
-(:mod:`.data`, :mod:`.train`), keeps them as checkpoints (:mod:`.checkpoint`) and runs
-the searches whose generations are compiled and costed as groups (:mod:`.search`).
+(:mod:`.data`, :mod:`.train`) and keeps them as checkpoints (:mod:`.checkpoint`). The
+package is torch code only and imports nothing of the compiler but its core (errors,
+atomic writes); the NAS loop that drives both lives in :mod:`enasa_compiler.search`.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from .sampling import (
     sample_uniform,
     stagewise_children,
 )
-from .search import STRATEGIES, SearchConfig, SearchResult, search
 from .spos import SPOS_CHOICES, SposSubnet, SposSupernet
 from .train import TrainStats, evaluate_accuracy, recalibrate_batchnorm, train_supernet
 
@@ -43,14 +43,11 @@ __all__ = [
     "FAIRNAS_A",
     "FAIRNAS_CHOICES",
     "SPOS_CHOICES",
-    "STRATEGIES",
     "SUPERNET_METADATA_KEY",
     "FairnasSubnet",
     "FairnasSupernet",
     "ImageDataset",
     "ModelCost",
-    "SearchConfig",
-    "SearchResult",
     "SposSubnet",
     "SposSupernet",
     "Supernet",
@@ -72,7 +69,6 @@ __all__ = [
     "sample_strict_fair",
     "sample_uniform",
     "save_checkpoint",
-    "search",
     "stagewise_children",
     "train_supernet",
     "train_val_split",

@@ -8,8 +8,8 @@ import random
 import pytest
 
 from enasa_compiler.cli import main
-from enasa_compiler.report import cost_report, format_cost_report
-from enasa_compiler.report_breakdown import operator_rows
+from enasa_compiler.simulate.breakdown import operator_rows
+from enasa_compiler.simulate.cost import cost_report, format_cost_report
 from enasa_compiler.targets import area, load_target, power, throughput
 from enasa_compiler.targets.cost import ACCUMULATION
 

@@ -26,10 +26,23 @@ from onnx import TensorProto, helper, numpy_helper
 import enasa_compiler
 from enasa_compiler import pipeline
 from enasa_compiler.cli import _build_parser, main
-from enasa_compiler.junit import LOAD_CASE, SUITE_NAME, PlanCheck, check_plan, junit_report
 from enasa_compiler.plan import Plan
 from enasa_compiler.testing import assert_plan_valid, compile_and_check
-from enasa_compiler.validator import KINDS, MISSING_OP, MODELS, SCHEMA, Violation, validate
+from enasa_compiler.validation.junit import (
+    LOAD_CASE,
+    SUITE_NAME,
+    PlanCheck,
+    check_plan,
+    junit_report,
+)
+from enasa_compiler.validation.validator import (
+    KINDS,
+    MISSING_OP,
+    MODELS,
+    SCHEMA,
+    Violation,
+    validate,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = [kind for kind in KINDS if kind != MODELS]  # what runs without --models
@@ -200,7 +213,7 @@ def test_a_toolchain_bug_is_an_error_case_and_is_raised(monkeypatch, good_path, 
     def broken(plan, models=None):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("enasa_compiler.junit.validate", broken)
+    monkeypatch.setattr("enasa_compiler.validation.junit.validate", broken)
     check = check_plan(good_path)
     assert isinstance(check.error, RuntimeError) and not check.valid
     root = ET.fromstring(junit_report([check]))

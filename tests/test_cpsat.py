@@ -17,7 +17,7 @@ from enasa_compiler.passes.price import price
 from enasa_compiler.pipeline import assemble_plan, map_program
 from enasa_compiler.targets import load_target, target_from_dict
 from enasa_compiler.targets.cost import digital_cost, mvm_cost, program_cost
-from enasa_compiler.validator import validate
+from enasa_compiler.validation.validator import validate
 
 
 def _target(crossbars=64, units=1):

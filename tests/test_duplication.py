@@ -22,7 +22,7 @@ from enasa_compiler.passes.duplicate import (
 from enasa_compiler.pipeline import compile_detailed
 from enasa_compiler.targets import execute_plan, load_target
 from enasa_compiler.targets.cost import mvm_cost, program_cost
-from enasa_compiler.validator import PLACEMENT, validate
+from enasa_compiler.validation.validator import PLACEMENT, validate
 
 TARGET = load_target("neurosim-22nm")
 

@@ -19,7 +19,7 @@ from enasa_compiler.models.sampling import fixed_half
 from enasa_compiler.pipeline import compile_detailed
 from enasa_compiler.targets import load_target
 from enasa_compiler.targets.power import static_power_mw
-from enasa_compiler.validator import validate
+from enasa_compiler.validation.validator import validate
 
 SPEC = WorkloadSpec("spos", generations=2, group_size=3, input_size=32, num_classes=10,
                     seed=1)
@@ -94,6 +94,7 @@ def test_single_and_resident_follow_their_definitions(workload):
     assert single.dedup_ratio == resident.dedup_ratio == 1.0
 
 
+@pytest.mark.slow
 def test_bench_cli_writes_table_json_and_plots(tmp_path, capsys):
     out = tmp_path / "bench"
     code = main(["bench", "-q", "--quick", "--out", str(out), "--spaces", "spos",

@@ -7,7 +7,7 @@ import copy
 import torch
 
 import enasa_compiler
-from enasa_compiler.demo import group_model_max_error
+from enasa_compiler.cli.demo import group_model_max_error
 from enasa_compiler.models.export import export_subnet
 
 

@@ -21,10 +21,10 @@ import ray
 from enasa_compiler.errors import InputError
 from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet, save_checkpoint
 from enasa_compiler.models.data import load_digits_dataset, train_val_split
-from enasa_compiler.models.executors import GroupTask, InProcessExecutor, RayExecutor
-from enasa_compiler.models.search import SearchConfig, search
+from enasa_compiler.search.executors import GroupTask, InProcessExecutor, RayExecutor
+from enasa_compiler.search.loop import SearchConfig, search
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # a local Ray cluster: CI runs these
 
 CONFIG = SearchConfig(strategy="stagewise", generations=2, group_size=3,
                       groups_per_generation=2, online=True, seed=5, calib_batches=2,

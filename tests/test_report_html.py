@@ -17,16 +17,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from enasa_compiler._charts import _binned_mean
-from enasa_compiler._gantt_rows import gantt_rows
-from enasa_compiler._gantt_svg import _CHAR_PX, _fit_label, subnet_tag, to_ranges
+from enasa_compiler.cli import main
 from enasa_compiler.cli import main as enasa_main
-from enasa_compiler.cli_report import add_report_parser, run_report
+from enasa_compiler.cli.report import add_report_parser, run_report
 from enasa_compiler.errors import InputError
 from enasa_compiler.plan import Plan
-from enasa_compiler.report import cost_report
-from enasa_compiler.report_breakdown import COMPONENT_GROUPS
-from enasa_compiler.report_html import CHART_NAMES, format_makespan, render_report
+from enasa_compiler.report._charts import _binned_mean
+from enasa_compiler.report._gantt_rows import gantt_rows
+from enasa_compiler.report._gantt_svg import _CHAR_PX, _fit_label, subnet_tag, to_ranges
+from enasa_compiler.report.html import CHART_NAMES, format_makespan, render_report
+from enasa_compiler.simulate.breakdown import COMPONENT_GROUPS
+from enasa_compiler.simulate.cost import cost_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -133,10 +134,12 @@ def test_invalid_plan_exits_1_and_writes_nothing(rendered, tmp_path, capsys):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))
     page, charts = tmp_path / "report.html", tmp_path / "charts"
-    assert _report(bad, "-o", page, "--png", charts) == 1
+    assert main(["report", str(bad), "-o", str(page), "--png", str(charts)]) == 1
     assert not page.exists() and not charts.exists()
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and "not a valid plan" in error
+    assert main(["report", str(bad), "-o", str(page), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["error"]["kind"] == "check-failed"
 
 
 def test_non_json_plan_is_input_error(tmp_path):
@@ -289,6 +292,7 @@ def test_binned_utilization_keeps_busy_crossbar_time(plan):
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install "
                     "chromium) to render the page headless")
+@pytest.mark.slow
 def test_page_renders_in_headless_chromium(rendered, plan, tmp_path):
     from PIL import Image
 

@@ -16,16 +16,16 @@ import pytest
 
 from enasa_compiler.cli import main
 from enasa_compiler.errors import InputError
-from enasa_compiler.models._search_state import (
+from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet, save_checkpoint
+from enasa_compiler.models.data import load_digits_dataset, train_val_split
+from enasa_compiler.search.executors import InProcessExecutor
+from enasa_compiler.search.loop import SearchConfig, search
+from enasa_compiler.search.state import (
     CHECKPOINT_FILE,
     random_state_from_json,
     random_state_to_json,
     read_checkpoint,
 )
-from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet, save_checkpoint
-from enasa_compiler.models.data import load_digits_dataset, train_val_split
-from enasa_compiler.models.executors import InProcessExecutor
-from enasa_compiler.models.search import SearchConfig, search
 
 CONFIG = SearchConfig(strategy="evolution", generations=2, group_size=3, seed=4,
                       calib_batches=2, calib_batch_size=16, threads=1, online=True)
@@ -134,6 +134,7 @@ def test_random_state_round_trips_through_json():
         random_state_from_json([3, ["x"], None])
 
 
+@pytest.mark.slow
 def test_cli_resume_extends_a_search_to_the_same_files(inputs, tmp_path):
     supernet, _, _ = inputs
     checkpoint = tmp_path / "supernet.pt"
@@ -154,6 +155,7 @@ def test_cli_resume_extends_a_search_to_the_same_files(inputs, tmp_path):
     assert _files(part) == _files(whole)
 
 
+@pytest.mark.slow
 def test_cli_resume_reuses_the_supernet_the_search_trained(tmp_path):
     rng = np.random.default_rng(0)
     data = tmp_path / "data.npz"

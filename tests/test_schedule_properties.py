@@ -17,7 +17,7 @@ from enasa_compiler.passes.mapping import crossbars_needed, schedule_ops
 from enasa_compiler.passes.price import price
 from enasa_compiler.pipeline import assemble_plan
 from enasa_compiler.targets import load_target, target_from_dict
-from enasa_compiler.validator import validate
+from enasa_compiler.validation.validator import validate
 
 BASE = load_target("neurosim-22nm").to_dict()
 

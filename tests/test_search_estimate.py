@@ -42,7 +42,7 @@ def no_search(monkeypatch):
         return SimpleNamespace(history=[], best=None, config={}, seconds=0.0)
 
     # The package re-exports search(), which hides the module of the same name.
-    monkeypatch.setattr(importlib.import_module("enasa_compiler.models.search"), "search",
+    monkeypatch.setattr(importlib.import_module("enasa_compiler.search.loop"), "search",
                         search)
 
 

@@ -41,7 +41,8 @@ def test_hierarchy_counts_follow_the_crossbar_capacity():
     assert isaac.crossbars_per_tile == 96 and isaac.columns_per_weight == 8
     # A part-populated last tile still counts as a tile.
     data = load_target("neurosim-22nm").to_dict()
-    data["chip"]["crossbars"] = 17
+    # neurosim-22nm: 16 crossbars per PE, 4 PEs per tile (NeuroSim's VGG-8 floorplan).
+    data["chip"]["crossbars"] = 65
     small = target_from_dict(data)
     assert (small.pes, small.tiles, small.routers) == (5, 2, 1)
 

@@ -8,9 +8,9 @@ import pytest
 
 from enasa_compiler._text import column_width, plural
 from enasa_compiler.cli import main
-from enasa_compiler.execution import format_execution
 from enasa_compiler.plan import Plan
-from enasa_compiler.report import cost_report, format_cost_report
+from enasa_compiler.simulate.cost import cost_report, format_cost_report
+from enasa_compiler.simulate.execute import format_execution
 
 # Longer than the 13 characters the subnet column used to keep, and equal up to there,
 # as the four g1_resnetlike subnets were.

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from enasa_compiler.cli_search import add_search_parsers, run_search, run_train
+from enasa_compiler.cli.search import add_search_parsers, run_search, run_train
 from enasa_compiler.errors import InputError
 from enasa_compiler.models.checkpoint import (
     SupernetConfig,
@@ -27,7 +27,6 @@ from enasa_compiler.models.checkpoint import (
 )
 from enasa_compiler.models.data import load_digits_dataset, load_npz, train_val_split
 from enasa_compiler.models.sampling import fixed_half, sample_uniform
-from enasa_compiler.models.search import SearchConfig, search
 from enasa_compiler.models.train import (
     evaluate_accuracy,
     fair_step,
@@ -35,6 +34,7 @@ from enasa_compiler.models.train import (
     spos_step,
     train_supernet,
 )
+from enasa_compiler.search.loop import SearchConfig, search
 
 TINY = (1, 1, 2, 1)
 EPOCHS = 6

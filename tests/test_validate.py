@@ -31,11 +31,11 @@ from enasa_compiler.plan import (
     ProgramEvent,
     SubnetInfo,
 )
-from enasa_compiler.plan_schema import check_schema
+from enasa_compiler.plan.schema import check_schema
+from enasa_compiler.plan.totals import compute_totals
 from enasa_compiler.targets.cost import digital_cost, mvm_cost, program_cost
 from enasa_compiler.targets.target import load_target
-from enasa_compiler.totals import compute_totals
-from enasa_compiler.validator import (
+from enasa_compiler.validation.validator import (
     COVERAGE,
     DEPENDENCY,
     DOUBLE_BOOKED,
@@ -455,12 +455,15 @@ def test_models_must_match_the_subnet_hashes(tmp_path):
     data = build_plan().to_dict()
     for subnet, path in zip(data["subnets"], paths, strict=True):
         subnet["source_sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-    # the hashes match, so the operators are re-derived from the models: these tiny
-    # models are not what the hand-built plan maps, and every difference is named
+    # the hashes match, so each model's nodes are paired with the plan's operators:
+    # these tiny models are not what the hand-built plan maps, and every difference is
+    # named, by subnet and node on the models' side, by operator on the plan's
     rederived = validate(data, models=paths)
     assert {v.kind for v in rederived} == {MODELS, MISSING_OP}
-    assert has(rederived, MISSING_OP, "'s0/Relu_0'", "of the models is not in the plan")
+    assert has(rederived, MISSING_OP, "subnet 0 ('a'): node 'Relu_0' (Relu)",
+               "of the model is not in the plan")
     assert has(rederived, MODELS, "'conv0' in the plan is not in the models")
+    assert has(rederived, MODELS, "subnet 1 ('b') takes input (1, 4)", "(1, 8, 5, 5)")
     assert has(validate(data, models=paths[:1]), MODELS, "1 model given", "2 subnets")
     assert has(validate(data, models=paths[::-1]), MODELS, "model 0", "subnet 0")
     with pytest.raises(InputError):

@@ -14,10 +14,10 @@ from typing import Any
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from enasa_compiler._charts import utilization_figure
 from enasa_compiler._text import plural
 from enasa_compiler.atomic import write_atomic
 from enasa_compiler.plan import Plan
+from enasa_compiler.report._charts import utilization_figure
 
 __all__ = ["PAPER", "markdown_report", "write_outputs"]
 

@@ -11,7 +11,7 @@ from enasa_compiler.passes.mapping import crossbars_needed
 from enasa_compiler.pipeline import STAGES, compile_detailed
 from enasa_compiler.plan import Plan
 from enasa_compiler.targets import Target
-from enasa_compiler.validator import validate
+from enasa_compiler.validation.validator import validate
 
 __all__ = ["STAGES", "time_compile_stages"]
 

@@ -31,7 +31,7 @@ from enasa_compiler.pipeline import compile_detailed
 from enasa_compiler.plan import Plan
 from enasa_compiler.targets import Target
 from enasa_compiler.targets.power import static_power_mw
-from enasa_compiler.validator import validate
+from enasa_compiler.validation.validator import validate
 
 __all__ = ["SystemRun", "pipelined_estimate_ns", "plan_energy_pj", "run_enasa",
            "run_single_and_resident"]

@@ -1,7 +1,7 @@
 """Which Gantt row each used crossbar and digital unit is drawn on.
 
-Both Gantt charts (the page's SVG in :mod:`enasa_compiler._gantt_svg`, the PNG in
-:mod:`enasa_compiler._charts`) draw the same rows, so a row is chosen once, here,
+Both Gantt charts (the page's SVG in :mod:`enasa_compiler.report._gantt_svg`, the PNG in
+:mod:`enasa_compiler.report._charts`) draw the same rows, so a row is chosen once, here,
 from the chip's hierarchy: a reader can name every row (a crossbar, a PE, a tile)
 and see where one tile ends and the next begins.
 """

@@ -27,8 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from enasa_compiler.errors import InputError
-
-from ._group import GroupInputs, GroupResult, GroupTask, run_group
+from enasa_compiler.search.group import GroupInputs, GroupResult, GroupTask, run_group
 
 logger = logging.getLogger(__name__)
 

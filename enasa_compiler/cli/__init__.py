@@ -9,16 +9,15 @@ a failed command leaves none behind.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from enasa_compiler import __version__
+from enasa_compiler.cli._output import PipeSafeStdout, emit, print_json_error, show_progress
 from enasa_compiler.errors import CheckFailedError, EnasaError
 
 logger = logging.getLogger(__name__)
@@ -42,59 +41,8 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         if _Parser.json_requested:
-            _print_json_error("usage", f"{self.prog}: {message}", EXIT_BAD_INPUT)
+            print_json_error("usage", f"{self.prog}: {message}", EXIT_BAD_INPUT)
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}\n")
-
-
-def _print_json_error(kind: str, message: str, exit_code: int) -> None:
-    print(json.dumps({"error": {"kind": kind, "message": message, "exit_code": exit_code}},
-                     indent=1, sort_keys=True))
-
-
-class _PipeSafeStdout(io.TextIOBase):
-    """stdout that goes quiet when its reader has gone (``enasa ... | head -1``).
-
-    A closed pipe is the reader's choice, not a failure of the command: the command
-    finishes its work and keeps its own exit code, and what it would have printed
-    after that point is dropped.
-    """
-
-    def __init__(self, stream: Any) -> None:
-        super().__init__()
-        self._stream = stream
-        self.broken = False
-
-    def write(self, text: str) -> int:
-        if not self.broken:
-            try:
-                self._stream.write(text)
-            except BrokenPipeError:
-                self._mark_broken()
-        return len(text)
-
-    def flush(self) -> None:
-        if not self.broken:
-            try:
-                self._stream.flush()
-            except BrokenPipeError:
-                self._mark_broken()
-
-    def isatty(self) -> bool:
-        return bool(self._stream.isatty())
-
-    def fileno(self) -> int:
-        return int(self._stream.fileno())
-
-    def _mark_broken(self) -> None:
-        self.broken = True
-        # Python flushes the real stdout again at exit; point its descriptor at
-        # /dev/null so that flush does not print "Exception ignored ... BrokenPipe".
-        try:
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self._stream.fileno())
-            os.close(devnull)
-        except (OSError, ValueError, io.UnsupportedOperation):
-            pass
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -169,9 +117,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("targets", help="list target presets")
     _common(p)
 
-    from enasa_compiler.cli_bench import add_bench_parser
-    from enasa_compiler.cli_report import add_report_parser
-    from enasa_compiler.cli_search import add_search_parsers
+    from enasa_compiler.cli.bench import add_bench_parser
+    from enasa_compiler.cli.report import add_report_parser
+    from enasa_compiler.cli.search import add_search_parsers
 
     add_report_parser(sub, _common)
     add_search_parsers(sub, _common)
@@ -187,18 +135,6 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_progress(args: argparse.Namespace) -> bool:
-    """Progress bars go to an interactive stderr only, and never with --quiet/--json."""
-    return not (args.quiet or args.json) and sys.stderr.isatty()
-
-
-def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    if args.json:
-        print(json.dumps(data, indent=1, sort_keys=True))
-    elif not args.quiet:
-        print(text)
-
-
 def _cmd_compile(args: argparse.Namespace) -> int:
     from enasa_compiler._text import plural
     from enasa_compiler.pipeline import compile_detailed
@@ -207,7 +143,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                             batch=args.batch, time_limit_s=args.time_limit,
                             deterministic=not args.nondeterministic,
                             initial_state=args.initial_state,
-                            progress=_show_progress(args),
+                            progress=show_progress(args),
                             duplicate=args.duplicate).plan
     plan.save(args.output)
     t = plan.totals
@@ -219,7 +155,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     bound = plan.bounds.get("lower_bound_ns")
     quality = (f", within {plan.bounds['gap']:.1%} of the lower bound {bound / 1e3:.1f} us"
                if bound is not None else "")
-    _emit(args, {"plan": str(args.output), "mode": plan.mode, "solver": plan.solver,
+    emit(args, {"plan": str(args.output), "mode": plan.mode, "solver": plan.solver,
                  "totals": t.__dict__, "dedup": dedup, "bounds": plan.bounds,
                  "cells_in_place": in_place},
           f"wrote {args.output}: {plural(len(plan.subnets), 'subnet')}, "
@@ -234,7 +170,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 def _cmd_validate(args: argparse.Namespace) -> int:
     from enasa_compiler.errors import InputError
-    from enasa_compiler.junit import check_plan, write_junit
+    from enasa_compiler.validation.junit import check_plan, write_junit
 
     if args.models is not None and len(args.plan) > 1:
         raise InputError("--models belongs to one plan; validate the plans one at a time")
@@ -266,8 +202,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from enasa_compiler.plan import Plan
-    from enasa_compiler.report import check_plan_target, cost_report, format_cost_report
-    from enasa_compiler.validator import describe_violations, validate
+    from enasa_compiler.simulate.cost import check_plan_target, cost_report, format_cost_report
+    from enasa_compiler.validation.validator import describe_violations, validate
 
     if args.execute:
         return _execute(args)
@@ -280,13 +216,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                                f"({describe_violations(violations)}); see enasa validate")
     plan = Plan.load(args.plan)
     report = cost_report(plan, breakdown=args.breakdown)
-    _emit(args, report, format_cost_report(report))
+    emit(args, report, format_cost_report(report))
     return EXIT_OK
 
 
 def _execute(args: argparse.Namespace) -> int:
     from enasa_compiler.errors import InputError
-    from enasa_compiler.execution import (
+    from enasa_compiler.simulate.execute import (
         PlanInvalidError,
         execute_and_compare,
         format_execution,
@@ -300,7 +236,7 @@ def _execute(args: argparse.Namespace) -> int:
     except PlanInvalidError as exc:
         raise CheckFailedError(f"{args.plan} does not validate against the models ({exc}); "
                                "see enasa validate --models") from exc
-    _emit(args, report, format_execution(report))
+    emit(args, report, format_execution(report))
     return EXIT_OK
 
 
@@ -316,39 +252,39 @@ def _cmd_targets(args: argparse.Namespace) -> int:
                      "description": target.description})
     text = "\n".join(f"{r['name']:<16} {r['crossbars']:>6} x {r['crossbar']} "
                      f"{r['cell_bits']} bit/cell  {r['description']}" for r in rows)
-    _emit(args, {"targets": rows}, text)
+    emit(args, {"targets": rows}, text)
     return EXIT_OK
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from enasa_compiler.demo import format_demo, run_demo
+    from enasa_compiler.cli.demo import format_demo, run_demo
 
     result = run_demo(group_size=args.subnets, seed=args.seed, target=args.target,
                       output_dir=args.output_dir)
-    _emit(args, result, format_demo(result))
+    emit(args, result, format_demo(result))
     return EXIT_OK if result["valid"] else EXIT_CHECK_FAILED
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from enasa_compiler.cli_report import run_report
+    from enasa_compiler.cli.report import run_report
 
     return run_report(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from enasa_compiler.cli_bench import run_bench
+    from enasa_compiler.cli.bench import run_bench
 
     return run_bench(args, args.argv)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from enasa_compiler.cli_search import run_search
+    from enasa_compiler.cli.search import run_search
 
     return run_search(args)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from enasa_compiler.cli_search import run_train
+    from enasa_compiler.cli.search import run_train
 
     return run_train(args)
 
@@ -371,7 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _Parser.json_requested = "--json" in argv
     stdout = sys.stdout
-    sys.stdout = _PipeSafeStdout(stdout)
+    sys.stdout = PipeSafeStdout(stdout)
     try:
         return _run(argv)
     finally:
@@ -409,7 +345,7 @@ def _report_error(args: argparse.Namespace, kind: str, message: str, exit_code: 
     """One line on stderr; with ``--json`` also one JSON object on stdout."""
     print(f"enasa {args.command}: {prefix}{message}", file=sys.stderr)
     if args.json:
-        _print_json_error(kind, message, exit_code)
+        print_json_error(kind, message, exit_code)
     return exit_code
 
 

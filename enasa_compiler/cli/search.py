@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enasa_compiler._text import about, plural
+from enasa_compiler.cli._output import emit
 from enasa_compiler.errors import InputError
 
 if TYPE_CHECKING:  # the models import torch, which the CLI loads only when it must
@@ -38,7 +39,7 @@ VAL_FRACTION = 0.2
 sees the images ``search`` scores on."""
 _SPLIT_SEED = 0
 _STRATEGIES = ("uniform", "fair", "stagewise", "evolution")
-EXECUTORS = ("inprocess", "ray")  # models.executors.EXECUTORS, without importing torch
+EXECUTORS = ("inprocess", "ray")  # search.executors.EXECUTORS, without importing torch
 _SEARCH_DEFAULTS = {"strategy": "stagewise", "generations": 4, "group_size": 8,
                     "groups_per_generation": 1, "online": False, "seed": 0,
                     "target": "neurosim-22nm", "epochs": DEFAULT_EPOCHS, "input_size": 32}
@@ -195,12 +196,6 @@ def _say(args: argparse.Namespace, text: str) -> None:
     tqdm.write(f"enasa {args.command}: {text}", file=sys.stderr)
 
 
-def _print(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(data, indent=1, sort_keys=True))
-    elif not getattr(args, "quiet", False):
-        print(text)
-
 
 def run_train(args: argparse.Namespace) -> int:
     """Run ``enasa train-supernet``; return the exit code."""
@@ -223,7 +218,7 @@ def run_train(args: argparse.Namespace) -> int:
         accuracies.append(evaluate_accuracy(supernet, arch, val))
     mean = sum(accuracies) / len(accuracies)
     losses = stats.epoch_losses
-    _print(args, {"checkpoint": str(args.output), "config": config.to_dict(),
+    emit(args, {"checkpoint": str(args.output), "config": config.to_dict(),
                   "epoch_losses": losses, "seconds": stats.seconds,
                   "sampled_val_accuracy": accuracies},
            f"wrote {args.output}: {config.space} supernet, width {config.width_mult}, "
@@ -269,7 +264,7 @@ def _supernet_for_search(args: argparse.Namespace, out: Path) -> Any:
 
 
 def _new_search(args: argparse.Namespace) -> tuple[Any, ...]:
-    from enasa_compiler.models.search import SearchConfig
+    from enasa_compiler.search.loop import SearchConfig
 
     if args.out is None:
         raise InputError("give --out DIR for a new search, or --resume DIR")
@@ -323,7 +318,7 @@ def _check_unchanged(args: argparse.Namespace, saved: dict[str, Any],
 
 def _resumed_search(args: argparse.Namespace) -> tuple[Any, ...]:
     from enasa_compiler.models.checkpoint import load_checkpoint
-    from enasa_compiler.models.search import SearchConfig, read_checkpoint
+    from enasa_compiler.search.loop import SearchConfig, read_checkpoint
 
     out = Path(args.resume)
     if args.out is not None and Path(args.out).resolve() != out.resolve():
@@ -350,8 +345,8 @@ def _resumed_search(args: argparse.Namespace) -> tuple[Any, ...]:
 def run_search(args: argparse.Namespace) -> int:
     """Run ``enasa search``; return the exit code."""
     from enasa_compiler.atomic import write_atomic
-    from enasa_compiler.models.executors import make_executor
-    from enasa_compiler.models.search import search
+    from enasa_compiler.search.executors import make_executor
+    from enasa_compiler.search.loop import search
 
     resume = args.resume is not None
     if args.executor != "ray" and (args.address is not None or args.workers is not None):
@@ -381,6 +376,6 @@ def run_search(args: argparse.Namespace) -> int:
                  f"{best['latency_ns'] / 1e3:.1f} us, energy "
                  f"{best['energy_pj'] / 1e6:.3f} uJ, group dedup "
                  f"{best['group_dedup_node_ratio']:.2f}x")
-    _print(args, {"history": str(out / "history.json"), "best": best,
+    emit(args, {"history": str(out / "history.json"), "best": best,
                   "seconds": result.seconds, "executor": executor.name}, text)
     return 0

@@ -273,7 +273,7 @@ class Plan:
             InputError: unreadable, not JSON, or not a valid plan document.
 
         """
-        from enasa_compiler.plan_schema import check_schema
+        from enasa_compiler.plan.schema import check_schema
 
         data = read_plan_json(path)
         problems = check_schema(data)

@@ -18,7 +18,8 @@ import logging
 from typing import Any
 
 from enasa_compiler._text import column_width, plural
-from enasa_compiler.ir import MvmOp
+from enasa_compiler.ir import CostTable, MvmOp
+from enasa_compiler.passes.price import price_operators
 from enasa_compiler.plan import Plan
 from enasa_compiler.targets import area, power, throughput
 from enasa_compiler.targets.cost import (
@@ -27,9 +28,6 @@ from enasa_compiler.targets.cost import (
     BUFFER,
     CONVERSION,
     INTERCONNECT,
-    mvm_energy,
-    operator_cost,
-    program_cost,
 )
 from enasa_compiler.targets.target import Target
 
@@ -37,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["COMPONENT_GROUPS", "GROUP_LABELS", "chip_summary", "component_energy",
            "format_breakdown", "format_chip", "format_components", "operator_rows",
-           "write_times"]
+           "plan_costs", "write_times"]
 
 # Component groups of the shares line, in the order NeuroSim lists them.
 _GROUPS = {
@@ -57,6 +55,12 @@ GROUP_LABELS = _LABELS
 """Display names of the groups whose key is not already readable."""
 
 
+def plan_costs(plan: Plan, target: Target) -> CostTable:
+    """Price a plan's operators and tiles from its own records, as the compile did."""
+    return price_operators([plan.to_ir_op(op) for op in plan.operators],
+                           plan.tiles().values(), target, plan.batch)
+
+
 def component_energy(plan: Plan, target: Target) -> dict[str, float]:
     """Plan energy per component in pJ: compute, programming and leakage.
 
@@ -64,16 +68,15 @@ def component_energy(plan: Plan, target: Target) -> dict[str, float]:
     ``write_router``) so the write share counts everything programming costs.
     """
     totals: dict[str, float] = {}
-    for op in plan.operators:
-        cost = operator_cost(plan.to_ir_op(op), target, plan.batch)
+    costs = plan_costs(plan, target)
+    for cost in costs.operators.values():
         for key, pj in cost.breakdown_pj.items():
             totals[key] = totals.get(key, 0.0) + pj
-    tiles = plan.tiles()
     for event in plan.program:
-        tile = tiles.get(event.tile)
-        if tile is None:
+        write = costs.writes.get(event.tile)
+        if write is None:
             continue
-        for key, pj in program_cost(tile, target).breakdown_pj.items():
+        for key, pj in write.breakdown_pj.items():
             name = key if key in ("write", "verify") else f"write_{key}"
             totals[name] = totals.get(name, 0.0) + pj
     totals["leakage"] = leakage_pj(plan, target)
@@ -120,9 +123,10 @@ def operator_rows(plan: Plan, target: Target) -> list[dict[str, Any]]:
     unit_mw = target.chip.digital_unit.leakage_mw
     crossbar_cells = target.crossbar.cells
     rows = []
+    costs = plan_costs(plan, target)
     for op in plan.operators:
         ir_op = plan.to_ir_op(op)
-        cost = operator_cost(ir_op, target, plan.batch)
+        cost = costs.operators[op.id]
         event = events.get(op.id)
         busy_ns = event.end_ns - event.start_ns if event else cost.latency_ns
         row: dict[str, Any] = {
@@ -132,11 +136,10 @@ def operator_rows(plan: Plan, target: Target) -> list[dict[str, Any]]:
             "components_pj": dict(cost.breakdown_pj), "macs": op.macs,
         }
         if isinstance(ir_op, MvmOp):
-            priced = mvm_energy(ir_op, target, plan.batch)
             tiles = ir_op.tiles
             row.update(
-                crossbars=len(tiles), copies=ir_op.copies, read_ns=priced.read_ns,
-                sensing_ns=priced.latency_ns - priced.read_ns,
+                crossbars=len(tiles), copies=ir_op.copies, read_ns=cost.read_ns,
+                sensing_ns=cost.mvm_time_ns(ir_op.copies) - cost.read_ns,
                 leakage_pj=per_crossbar_mw * len(tiles) * busy_ns,
                 spatial_utilization=(sum(t.cells for t in tiles)
                                      / (len(tiles) * crossbar_cells)),

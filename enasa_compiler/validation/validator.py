@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from enasa_compiler._text import plural
-from enasa_compiler._validator_checks import (
+from enasa_compiler.validation._checks import (
     COVERAGE,
     DEPENDENCY,
     DOUBLE_BOOKED,
@@ -52,10 +52,10 @@ from enasa_compiler._validator_checks import (
 from enasa_compiler.errors import InputError
 from enasa_compiler.ir import OpKind, WeightMatrix
 from enasa_compiler.plan import Plan, read_plan_json
-from enasa_compiler.plan_schema import check_schema
+from enasa_compiler.plan.schema import check_schema
 from enasa_compiler.targets.cost import program_cost
 from enasa_compiler.targets.target import Target, target_from_dict
-from enasa_compiler.totals import compute_totals
+from enasa_compiler.plan.totals import compute_totals
 
 logger = logging.getLogger(__name__)
 

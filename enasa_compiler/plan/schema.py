@@ -21,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["check_schema", "plan_schema"]
 
-_SCHEMA_PACKAGE = "enasa_compiler"
+_SCHEMA_PACKAGE = "enasa_compiler.plan"
 _SCHEMA_PATH = "schemas/plan.schema.json"
 # A message may quote the offending value; a whole target or tile list would drown it.
 _MAX_MESSAGE_CHARS = 200

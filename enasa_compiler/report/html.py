@@ -1,7 +1,7 @@
 """A self-contained HTML report of a plan, for people to read before trusting it.
 
 ``enasa simulate`` prints the numbers; this page shows the same numbers (read from
-the same :func:`~enasa_compiler.report.cost_report` dict, which the page also embeds
+the same :func:`~enasa_compiler.simulate.cost.cost_report` dict, which the page also embeds
 as JSON, so the two cannot disagree) and what a table cannot show at a glance:
 energy and latency by component, the chip's area and power, a Gantt chart of every
 used crossbar (grouped by tile and PE) and digital unit over time with hover text on
@@ -9,7 +9,7 @@ every bar and a per-subnet filter, the crossbars' utilization over time, per-sub
 costs, a per-operator (per-layer) table and the deduplication summary.
 
 The page has no external resource (no CSS, script, font or image fetched from
-anywhere): the Gantt chart is hand-written SVG (:mod:`enasa_compiler._gantt_svg`),
+anywhere): the Gantt chart is hand-written SVG (:mod:`enasa_compiler.report._gantt_svg`),
 the other charts inline SVG made by matplotlib, styles and the filter script are
 inline, so the file can be mailed, archived with the plan or opened offline. Equal
 plans give byte-identical pages (fixed SVG id salt, no dates), so reports can be
@@ -31,16 +31,18 @@ import matplotlib as mpl
 from matplotlib.figure import Figure
 
 from enasa_compiler import __version__
-from enasa_compiler._charts import (
+from enasa_compiler.atomic import write_atomic
+from enasa_compiler.plan import Plan
+from enasa_compiler.report._charts import (
     Style,
     build_styles,
     gantt_figure,
     subnets_figure,
     utilization_figure,
 )
-from enasa_compiler._gantt_rows import GanttRows, gantt_note, gantt_rows
-from enasa_compiler._gantt_svg import GANTT_TITLE, gantt_legend_html, gantt_svg
-from enasa_compiler._report_sections import (
+from enasa_compiler.report._gantt_rows import GanttRows, gantt_note, gantt_rows
+from enasa_compiler.report._gantt_svg import GANTT_TITLE, gantt_legend_html, gantt_svg
+from enasa_compiler.report._sections import (
     card,
     costs_section,
     operators_section,
@@ -51,9 +53,7 @@ from enasa_compiler._report_sections import (
     table,
     uj,
 )
-from enasa_compiler.atomic import write_atomic
-from enasa_compiler.plan import Plan
-from enasa_compiler.report import cost_report
+from enasa_compiler.simulate.cost import cost_report
 
 logger = logging.getLogger(__name__)
 

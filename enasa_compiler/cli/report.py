@@ -10,20 +10,19 @@ trustworthy as a chart of a good one.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from enasa_compiler.cli._output import emit
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["add_report_parser", "run_report"]
 
 _EXIT_OK = 0
-_EXIT_CHECK_FAILED = 1
 
 
 def add_report_parser(
@@ -56,35 +55,30 @@ def add_report_parser(
     return parser
 
 
-def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(data, indent=1, sort_keys=True))
-    elif not getattr(args, "quiet", False):
-        print(text)
-
 
 def run_report(args: argparse.Namespace) -> int:
     """Validate the plan, then write the HTML report (and the PNG charts if asked).
 
     Returns:
-        0 when written, 1 when the plan is invalid (nothing is written).
+        0 when written.
 
     Raises:
         InputError: the plan cannot be read or is not JSON, or an output cannot be
             written.
+        CheckFailedError: the plan is invalid (nothing is written; exit code 1).
 
     """
     from enasa_compiler.atomic import write_atomic
+    from enasa_compiler.errors import CheckFailedError
     from enasa_compiler.plan import Plan, read_plan_json
-    from enasa_compiler.report_html import render_report_and_charts, write_charts_png
-    from enasa_compiler.validator import describe_violations, validate
+    from enasa_compiler.report.html import render_report_and_charts, write_charts_png
+    from enasa_compiler.validation.validator import describe_violations, validate
 
     data = read_plan_json(args.plan)
     violations = validate(data)
     if violations:
-        print(f"enasa report: {args.plan} is not a valid plan "
-              f"({describe_violations(violations)}); see enasa validate", file=sys.stderr)
-        return _EXIT_CHECK_FAILED
+        raise CheckFailedError(f"{args.plan} is not a valid plan "
+                               f"({describe_violations(violations)}); see enasa validate")
     plan = Plan.from_dict(data)
     start = time.perf_counter()
     page, images = render_report_and_charts(plan, png=args.png is not None)
@@ -95,7 +89,7 @@ def run_report(args: argparse.Namespace) -> int:
     logger.info("rendered %s in %.2f s", args.output, seconds)
     size = len(page.encode("utf-8"))
     charts = f"; charts in {args.png}" if pngs else ""
-    _emit(args, {"report": str(args.output), "png": [str(p) for p in pngs], "bytes": size,
+    emit(args, {"report": str(args.output), "png": [str(p) for p in pngs], "bytes": size,
                  "render_s": round(seconds, 3)},
           f"wrote {args.output} ({size / 1024:,.0f} KiB){charts}")
     return _EXIT_OK

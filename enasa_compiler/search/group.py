@@ -30,10 +30,10 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from .data import ImageDataset
-from .export import Supernet, export_subnet
-from .sampling import Arch
-from .train import recalibrate_batchnorm
+from enasa_compiler.models.data import ImageDataset
+from enasa_compiler.models.export import Supernet, export_subnet
+from enasa_compiler.models.sampling import Arch
+from enasa_compiler.models.train import recalibrate_batchnorm
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ def run_group(task: GroupTask, inputs: GroupInputs) -> GroupResult:
     """
     from enasa_compiler.pipeline import compile_detailed
     from enasa_compiler.plan import Plan
-    from enasa_compiler.report import cost_report
+    from enasa_compiler.simulate.cost import cost_report
 
     supernet, train, val = inputs.supernet, inputs.train, inputs.val
     with _torch_threads(task.threads), tempfile.TemporaryDirectory(

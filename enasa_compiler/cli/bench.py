@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from enasa_compiler.cli._output import show_progress
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["add_bench_parser", "run_bench"]
@@ -76,7 +78,7 @@ def _config(args: argparse.Namespace, argv: list[str]) -> Any:
     if "spaces" in overrides and not args.no_scaling:
         overrides["scaling_spaces"] = overrides["spaces"][:1] if args.quick \
             else overrides["spaces"]
-    overrides["progress"] = not (args.quiet or args.json) and sys.stderr.isatty()
+    overrides["progress"] = show_progress(args)
     overrides["command"] = "enasa " + shlex.join(argv)
     if args.quick:
         return quick_config(args.out, **overrides)

@@ -4,7 +4,7 @@ A plan is read by people before it is trusted: the Gantt chart shows where each
 crossbar spends its time (and what the scheduler left idle), the utilization curve
 shows how much of the allocated chip works at each moment, and the per-subnet bars
 show what each member of the group costs. This module only builds the figures;
-:mod:`enasa_compiler.report_html` turns them into SVG (page) or PNG (``--png``).
+:mod:`enasa_compiler.report.html` turns them into SVG (page) or PNG (``--png``).
 
 Figures are made with :class:`matplotlib.figure.Figure` directly, never through
 pyplot, so no GUI backend is touched and the caller's global backend stays as it is.
@@ -30,8 +30,13 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-from enasa_compiler._gantt_rows import GanttRows, gantt_rows, tile_boundaries, time_origin_ns
 from enasa_compiler.plan import Plan, PlanOperator
+from enasa_compiler.report._gantt_rows import (
+    GanttRows,
+    gantt_rows,
+    tile_boundaries,
+    time_origin_ns,
+)
 
 logger = logging.getLogger(__name__)
 

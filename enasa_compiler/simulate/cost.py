@@ -7,7 +7,7 @@ cost alone with this mapping) and the energy *attributed* to it, where a
 compute-shared operator's energy is split evenly among its subnets and writes are
 split evenly among all subnets; attributed energies add up to the plan's dynamic
 total. Leakage (static power over the makespan) is reported apart from dynamic
-energy, as NeuroSim does; :mod:`enasa_compiler.report_breakdown` adds the energy by
+energy, as NeuroSim does; :mod:`enasa_compiler.simulate.breakdown` adds the energy by
 component, the per-operator table and the chip's area and peak figures.
 """
 
@@ -16,10 +16,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from enasa_compiler import report_breakdown as rb
 from enasa_compiler._text import column_width, plural
 from enasa_compiler.ir import OpKind
 from enasa_compiler.plan import Plan
+from enasa_compiler.simulate import breakdown as rb
 from enasa_compiler.targets.target import Target, target_from_dict
 
 logger = logging.getLogger(__name__)

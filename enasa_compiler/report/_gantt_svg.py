@@ -1,6 +1,6 @@
 """The report page's Gantt chart as hand-written SVG: one element per event, with hover text.
 
-The PNG chart (``--png``, :func:`enasa_compiler._charts.gantt_figure`) batches bars
+The PNG chart (``--png``, :func:`enasa_compiler.report._charts.gantt_figure`) batches bars
 into one matplotlib collection per colour, which is fast but leaves nothing to point
 at. Here each compute event is an SVG group whose ``<title>`` is the browser's hover
 tooltip (operator, subnets, start and end, crossbars with their PE and tile, energy)
@@ -24,9 +24,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from enasa_compiler._charts import PROGRAM_KEY, Style, op_style_key
-from enasa_compiler._gantt_rows import GanttRows, tile_boundaries, time_origin_ns
 from enasa_compiler.plan import ComputeEvent, Plan, PlanOperator
+from enasa_compiler.report._charts import PROGRAM_KEY, Style, op_style_key
+from enasa_compiler.report._gantt_rows import GanttRows, tile_boundaries, time_origin_ns
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +311,7 @@ def gantt_svg(
     Args:
         plan: a validated plan.
         rows: the row of each crossbar and digital unit
-            (:func:`~enasa_compiler._gantt_rows.gantt_rows`).
+            (:func:`~enasa_compiler.report._gantt_rows.gantt_rows`).
         styles: colours by style key (:func:`build_styles`).
         op_rows: ``cost_report(plan, breakdown=True)["operators"]`` by id, for the
             energies in the hover text (left out when None).

@@ -3,7 +3,7 @@
 CI systems (GitHub Actions test-report actions, GitLab, Jenkins) read JUnit XML and
 show each test case as passed or failed. ``enasa validate --junit FILE`` writes one
 ``<testsuite name="enasa validate">`` with a test case per check the validator runs
-(one per violation kind, see :data:`~enasa_compiler.validator.KINDS`), so a reviewer
+(one per violation kind, see :data:`~enasa_compiler.validation.validator.KINDS`), so a reviewer
 sees which checks a plan passed, not only that it failed. A failed check carries a
 ``<failure>`` whose text is the check's violations, one per line.
 
@@ -30,7 +30,7 @@ from enasa_compiler._text import plural
 from enasa_compiler.atomic import write_atomic
 from enasa_compiler.errors import EnasaError
 from enasa_compiler.plan import Plan
-from enasa_compiler.validator import KINDS, MODELS, SCHEMA, Violation, validate
+from enasa_compiler.validation.validator import KINDS, MODELS, SCHEMA, Violation, validate
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class PlanCheck:
 
 
 def checks_run(models_checked: bool) -> tuple[str, ...]:
-    """List the violation kinds :func:`~enasa_compiler.validator.validate` checks for.
+    """List the violation kinds :func:`~.validator.validate` checks for.
 
     Every kind is checked for every plan, except ``models``, which needs the models.
     """
@@ -100,7 +100,7 @@ def check_plan(
     re-raise :attr:`PlanCheck.error` after writing the report.
 
     Args:
-        plan: what :func:`~enasa_compiler.validator.validate` takes.
+        plan: what :func:`~enasa_compiler.validation.validator.validate` takes.
         models: the plan's source models, or None.
         name: how the report names the plan (default: the path, or ``"plan"``).
 

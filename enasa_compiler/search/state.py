@@ -13,6 +13,7 @@ resumes where a checkpoint left it.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 import logging
@@ -25,11 +26,10 @@ import torch
 
 from enasa_compiler.atomic import write_atomic
 from enasa_compiler.errors import InputError
-
-from .data import ImageDataset
-from .export import Supernet
-from .flops import count_cost
-from .sampling import (
+from enasa_compiler.models.data import ImageDataset
+from enasa_compiler.models.export import Supernet
+from enasa_compiler.models.flops import count_cost
+from enasa_compiler.models.sampling import (
     Arch,
     fixed_half,
     sample_strict_fair,
@@ -38,14 +38,24 @@ from .sampling import (
 )
 
 if TYPE_CHECKING:
-    from .search import SearchConfig
+    from enasa_compiler.search.loop import SearchConfig
 
 logger = logging.getLogger(__name__)
+
+
+class Strategy(enum.StrEnum):
+    """How each generation's architectures are proposed (see :mod:`.loop`)."""
+
+    UNIFORM = "uniform"
+    FAIR = "fair"
+    EVOLUTION = "evolution"
+    STAGEWISE = "stagewise"
 
 __all__ = [
     "CHECKPOINT_FILE",
     "CHECKPOINT_FORMAT",
     "SearchState",
+    "Strategy",
     "inputs_fingerprint",
     "random_state_from_json",
     "random_state_to_json",
@@ -72,11 +82,13 @@ class SearchState:
         self._example = torch.zeros(1, 3, size, size)
 
     def macs(self, arch: Arch) -> int:
+        """Return the multiply-accumulates of ``arch`` (counted once, then cached)."""
         if arch not in self._macs:
             self._macs[arch] = count_cost(self.supernet, self._example, arch).macs
         return self._macs[arch]
 
     def admissible(self, arch: Arch, group: list[Arch]) -> bool:
+        """Return whether ``arch`` is new to the search and the group, and within budget."""
         if arch in self.seen or arch in group:
             return False
         return self.config.max_macs is None or self.macs(arch) <= self.config.max_macs
@@ -87,6 +99,7 @@ class SearchState:
         return sorted(feasible, key=lambda r: -r["accuracy"])
 
     def parents(self) -> list[Arch]:
+        """Return the top-k architectures the next children are bred from."""
         ranked = self.ranked()
         if not ranked:
             # Nothing meets the latency bound yet: breed from the fastest to move there.
@@ -123,15 +136,16 @@ class SearchState:
         return sample_uniform(self.layers, self.choices, self.rng)
 
     def propose(self, generation: int) -> list[Arch]:
+        """Return the architectures of one group of ``generation``, by the strategy."""
         size = self.config.group_size
         strategy = self.config.strategy
-        if strategy == "fair":
+        if strategy == Strategy.FAIR:
             return self.fill([], lambda: sample_strict_fair(self.layers, self.choices,
                                                             self.rng), size)
-        if strategy == "uniform" or generation == 0:
+        if strategy == Strategy.UNIFORM or generation == 0:
             return self.fill([], lambda: [self._uniform()], size)
         parents = self.parents()
-        if strategy == "stagewise":
+        if strategy == Strategy.STAGEWISE:
             return self._stagewise(parents, generation)
         return self._evolution(parents)
 

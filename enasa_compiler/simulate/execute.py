@@ -30,7 +30,7 @@ from enasa_compiler.targets.executor import (
     onnxruntime_outputs,
     top1_agreement,
 )
-from enasa_compiler.validator import describe_violations, validate
+from enasa_compiler.validation.validator import describe_violations, validate
 
 logger = logging.getLogger(__name__)
 

@@ -48,8 +48,12 @@ import torch
 from tqdm import tqdm
 
 from enasa_compiler.errors import InputError
-
-from ._group import (
+from enasa_compiler.models.data import ImageDataset
+from enasa_compiler.models.export import Supernet
+from enasa_compiler.models.sampling import Arch
+from enasa_compiler.models.train import check_data_fits
+from enasa_compiler.search.executors import Executor, InProcessExecutor
+from enasa_compiler.search.group import (
     PLAN_FILE,
     GroupInputs,
     GroupResult,
@@ -57,18 +61,14 @@ from ._group import (
     onnx_accuracy,
     run_group,
 )
-from ._search_state import (
+from enasa_compiler.search.state import (
     CHECKPOINT_FILE,
     SearchState,
+    Strategy,
     inputs_fingerprint,
     read_checkpoint,
     write_checkpoint,
 )
-from .data import ImageDataset
-from .executors import Executor, InProcessExecutor
-from .export import Supernet
-from .sampling import Arch
-from .train import check_data_fits
 
 logger = logging.getLogger(__name__)
 
@@ -77,13 +77,17 @@ __all__ = [
     "STRATEGIES",
     "SearchConfig",
     "SearchResult",
+    "Strategy",
     "evaluate_group",
     "onnx_accuracy",
     "read_checkpoint",
     "search",
 ]
 
-STRATEGIES = ("uniform", "fair", "evolution", "stagewise")
+
+
+
+STRATEGIES = tuple(s.value for s in Strategy)
 GenerationHook = Callable[[int, list[dict[str, Any]]], None]
 """Called with a generation and its history entries once it is checkpointed."""
 
@@ -116,7 +120,7 @@ class SearchConfig:
 
     """
 
-    strategy: str = "stagewise"
+    strategy: Strategy = Strategy.STAGEWISE
     generations: int = 4
     group_size: int = 8
     seed: int = 0
@@ -135,6 +139,7 @@ class SearchConfig:
         if self.strategy not in STRATEGIES:
             raise InputError(f"unknown strategy '{self.strategy}' (choose from "
                              f"{', '.join(STRATEGIES)})")
+        object.__setattr__(self, "strategy", Strategy(self.strategy))
         if self.generations < 1 or self.group_size < 1:
             raise InputError(f"need generations >= 1 and group size >= 1, got "
                              f"{self.generations}, {self.group_size}")

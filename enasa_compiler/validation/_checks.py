@@ -5,7 +5,7 @@ yields every violation it finds; none stops at the first. The checks re-derive w
 they need from the plan alone (who produces which value, which tiles an operator
 needs) so that a bug in the mapper cannot hide itself by also being in the
 validator. This module holds the checks of ids, references, tiles and placements;
-:mod:`enasa_compiler.validator` holds the schedule, cost and outside-world checks.
+:mod:`enasa_compiler.validation.validator` holds the schedule, cost and outside-world checks.
 """
 
 from __future__ import annotations

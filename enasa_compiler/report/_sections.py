@@ -1,6 +1,6 @@
 """The report page's cost sections: energy and latency by component, the chip, per operator.
 
-Every number here is read from the dict :func:`enasa_compiler.report.cost_report`
+Every number here is read from the dict :func:`enasa_compiler.simulate.cost.cost_report`
 returns (the one ``enasa simulate --json`` prints), never recomputed from the plan,
 so the page and the command cannot disagree. The only arithmetic is summing rows
 of that dict into the groups ``simulate`` itself names (``shares``) and the
@@ -16,10 +16,10 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from enasa_compiler._gantt_rows import GanttRows
-from enasa_compiler._gantt_svg import subnet_tag, to_ranges
 from enasa_compiler.plan import Plan
-from enasa_compiler.report_breakdown import COMPONENT_GROUPS, GROUP_LABELS
+from enasa_compiler.report._gantt_rows import GanttRows
+from enasa_compiler.report._gantt_svg import subnet_tag, to_ranges
+from enasa_compiler.simulate.breakdown import COMPONENT_GROUPS, GROUP_LABELS
 
 logger = logging.getLogger(__name__)
 

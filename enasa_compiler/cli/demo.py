@@ -63,7 +63,7 @@ def run_demo(
     from enasa_compiler.models.export import build_demo_supernet, export_group
     from enasa_compiler.models.sampling import sample_shared_group
     from enasa_compiler.pipeline import compile_detailed
-    from enasa_compiler.validator import validate
+    from enasa_compiler.validation.validator import validate
 
     started = time.perf_counter()
     supernet = build_demo_supernet(seed=seed)
