@@ -82,8 +82,27 @@ def _imports(name: str, path: Path) -> Iterator[Import]:
                 yield Import(name, f"{module}.{alias.name}", path, node.lineno)
 
 
-def _resolve(target: str, modules: set[str]) -> str:
+def _reexports(files: dict[str, Path]) -> dict[str, str]:
+    """Map ``package.Name`` to the submodule a package's ``__init__`` imports it from.
+
+    So ``from enasa_compiler.passes import DedupPass`` counts as an import of
+    ``enasa_compiler.passes.dedup``, not of the package as a whole.
+    """
+    names: dict[str, str] = {}
+    for module, path in files.items():
+        if path.stem != "__init__":
+            continue
+        for found in _imports(module, path):
+            origin = found.target.rpartition(".")[0]
+            if origin in files and origin.startswith(module + "."):
+                names[f"{module}.{found.target.rpartition('.')[2]}"] = origin
+    return names
+
+
+def _resolve(target: str, modules: set[str], reexports: dict[str, str]) -> str:
     """Return the longest known module ``target`` names (``pkg.mod.attr``: ``pkg.mod``)."""
+    if target in reexports:
+        return reexports[target]
     parts = target.split(".")
     while parts:
         candidate = ".".join(parts)
@@ -112,6 +131,7 @@ def check(root: Path) -> list[str]:
     entries = {prefix.strip(): entry for entry in level for prefix in entry.split("+")}
     files = dict(_module_files(root, config["tool"]["setuptools"]))
     modules = set(files)
+    reexports = _reexports(files)
     problems = []
     for module in sorted(modules):
         if _owner(module, entries) is None:
@@ -119,7 +139,7 @@ def check(root: Path) -> list[str]:
                             "contract; add it to [tool.enasa.imports] layers")
     for module, path in sorted(files.items()):
         for found in _imports(module, path):
-            target = _resolve(found.target, modules)
+            target = _resolve(found.target, modules, reexports)
             where = f"{found.path.relative_to(root)}:{found.line}"
             source_entry, target_entry = _owner(module, entries), _owner(target, entries)
             if source_entry is None or target_entry is None or source_entry == target_entry:

@@ -1,11 +1,12 @@
 """``enasa simulate --execute``: prove numerically that a plan computes its models.
 
-The plan is first validated against the models (hashes and re-derived operators);
-then the group model is rebuilt with the compiler's front half, the plan is run
-through its tiles by :func:`~enasa_compiler.targets.executor.execute_plan`, and each
-subnet's outputs are compared with onnxruntime on the original files: the largest
-absolute difference in ideal mode, top-1 agreement in quantized mode, and accuracy
-when the inputs carry labels.
+The plan is first validated against the models (hashes, and every node of every
+subnet covered, by the validator's own route); then the group model is rebuilt with
+the compiler's front half, the plan is run through its tiles by
+:func:`~enasa_compiler.targets.executor.execute_plan`, and each subnet's outputs are
+compared with onnxruntime on the original files: the largest absolute difference in
+ideal mode, top-1 agreement in quantized mode, and accuracy when the inputs carry
+labels.
 """
 
 from __future__ import annotations

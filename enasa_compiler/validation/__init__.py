@@ -6,6 +6,12 @@ them as JUnit XML for CI systems.
 
 from __future__ import annotations
 
-from enasa_compiler.validation.validator import KINDS, Violation, describe_violations, validate
+from enasa_compiler.validation.validator import (
+    KINDS,
+    Violation,
+    ViolationKind,
+    describe_violations,
+    validate,
+)
 
-__all__ = ["KINDS", "Violation", "describe_violations", "validate"]
+__all__ = ["KINDS", "Violation", "ViolationKind", "describe_violations", "validate"]

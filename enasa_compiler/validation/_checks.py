@@ -10,15 +10,16 @@ validator. This module holds the checks of ids, references, tiles and placements
 
 from __future__ import annotations
 
+import enum
 import logging
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from enasa_compiler._text import plural
-from enasa_compiler.ir import MvmOp, OpKind, Tile, WeightMatrix
+from enasa_compiler.ir import EventCost, OpKind, Tile, WeightMatrix
+from enasa_compiler.passes.price import price_operators
 from enasa_compiler.plan import ComputeEvent, Plan, PlanOperator
-from enasa_compiler.targets.cost import EventCost, digital_cost, mvm_cost
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
@@ -44,29 +45,48 @@ __all__ = [
     "UNKNOWN_REF",
     "PlanIndex",
     "Violation",
+    "ViolationKind",
     "close_enough",
     "quote_names",
 ]
 
-SCHEMA = "schema"
-TARGET = "target"
-DUPLICATE_ID = "duplicate-id"
-UNKNOWN_REF = "unknown-ref"
-MISSING_OP = "missing-op"
-TILE_SIZE = "tile-size"
-COVERAGE = "coverage"
-PLACEMENT = "placement"
-DOUBLE_BOOKED = "double-booked"
-DEPENDENCY = "dependency"
-NOT_PROGRAMMED = "not-programmed"
-DURATION = "duration"
-TOTALS = "totals"
-PROGRAM = "program"
-MODELS = "models"
+class ViolationKind(enum.StrEnum):
+    """What a violation is about; the values are the names users and CI see."""
 
-KINDS = (SCHEMA, TARGET, DUPLICATE_ID, UNKNOWN_REF, MISSING_OP, TILE_SIZE, COVERAGE,
-         PLACEMENT, DOUBLE_BOOKED, DEPENDENCY, NOT_PROGRAMMED, DURATION, TOTALS, PROGRAM,
-         MODELS)
+    SCHEMA = "schema"
+    TARGET = "target"
+    DUPLICATE_ID = "duplicate-id"
+    UNKNOWN_REF = "unknown-ref"
+    MISSING_OP = "missing-op"
+    TILE_SIZE = "tile-size"
+    COVERAGE = "coverage"
+    PLACEMENT = "placement"
+    DOUBLE_BOOKED = "double-booked"
+    DEPENDENCY = "dependency"
+    NOT_PROGRAMMED = "not-programmed"
+    DURATION = "duration"
+    TOTALS = "totals"
+    PROGRAM = "program"
+    MODELS = "models"
+
+
+SCHEMA = ViolationKind.SCHEMA
+TARGET = ViolationKind.TARGET
+DUPLICATE_ID = ViolationKind.DUPLICATE_ID
+UNKNOWN_REF = ViolationKind.UNKNOWN_REF
+MISSING_OP = ViolationKind.MISSING_OP
+TILE_SIZE = ViolationKind.TILE_SIZE
+COVERAGE = ViolationKind.COVERAGE
+PLACEMENT = ViolationKind.PLACEMENT
+DOUBLE_BOOKED = ViolationKind.DOUBLE_BOOKED
+DEPENDENCY = ViolationKind.DEPENDENCY
+NOT_PROGRAMMED = ViolationKind.NOT_PROGRAMMED
+DURATION = ViolationKind.DURATION
+TOTALS = ViolationKind.TOTALS
+PROGRAM = ViolationKind.PROGRAM
+MODELS = ViolationKind.MODELS
+
+KINDS = tuple(ViolationKind)
 """Every violation kind, in the order the validator reports them."""
 
 # Plans store energies rounded to 3 decimals, so recorded and recomputed values may
@@ -85,7 +105,7 @@ class Violation:
 
     """
 
-    kind: str
+    kind: ViolationKind
     message: str
 
     def __str__(self) -> str:
@@ -105,7 +125,9 @@ class PlanIndex:
         tiles: tiles by id.
         events: each operator's first compute event.
         producers: for each value name, the first operator that outputs it.
-        costs: each operator's cost-model price (only when it can be priced).
+        costs: each operator's price (only when it can be priced), from the same
+            pricing step the compile uses (:func:`~enasa_compiler.passes.price`).
+        write_costs: each tile's programming price.
 
     """
 
@@ -117,6 +139,7 @@ class PlanIndex:
     events: dict[str, ComputeEvent]
     producers: dict[str, str]
     costs: dict[str, EventCost]
+    write_costs: dict[str, EventCost]
 
     @classmethod
     def build(cls, plan: Plan, target: Target | None) -> PlanIndex:
@@ -136,23 +159,18 @@ class PlanIndex:
         events: dict[str, ComputeEvent] = {}
         for event in plan.compute:
             events.setdefault(event.op, event)
-        index = cls(plan, target, ops, weights, tiles, events, producers, {})
+        index = cls(plan, target, ops, weights, tiles, events, producers, {}, {})
         if target is not None:
-            for op in ops.values():
-                cost = index.price(op, target)
-                if cost is not None:
-                    index.costs[op.id] = cost
+            priceable = [plan.to_ir_op(op) for op in ops.values() if index.priceable(op)]
+            table = price_operators(priceable, tiles.values(), target, plan.batch)
+            index.costs.update(table.operators)
+            index.write_costs.update(table.writes)
         return index
 
-    def price(self, op: PlanOperator, target: Target) -> EventCost | None:
-        """Price ``op`` with the cost model; None when its weights are unusable."""
-        if op.kind is OpKind.MVM and (not op.weights or any(
-                w not in self.weights or not self.weights[w].tiles for w in op.weights)):
-            return None
-        ir_op = self.plan.to_ir_op(op)
-        if isinstance(ir_op, MvmOp):
-            return mvm_cost(ir_op, target, self.plan.batch)
-        return digital_cost(ir_op, target, self.plan.batch)
+    def priceable(self, op: PlanOperator) -> bool:
+        """Return whether ``op`` can be priced: an MVM operator needs usable weights."""
+        return op.kind is not OpKind.MVM or bool(op.weights) and all(
+            w in self.weights and self.weights[w].tiles for w in op.weights)
 
     def expected_tiles(self, op: PlanOperator) -> list[str]:
         """Tile ids an MVM operator needs placed (all tiles of its known weights)."""

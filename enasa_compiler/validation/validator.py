@@ -10,12 +10,16 @@ A plan that fails the JSON Schema is reported as schema violations only (the oth
 checks would stumble over the same holes). Checks that need hardware figures (chip
 size, crossbar shape, costs, totals) skip when the embedded target does not parse,
 which is itself reported.
+
+Given the subnets' ONNX files, it also checks that the plan computes every node of
+every subnet, walking each file by its own route (:mod:`._subnet_work`,
+:mod:`._coverage`), never with the compiler's graph passes, lowering or mapper: they
+are what it checks (docs/validation.md).
 """
 
 from __future__ import annotations
 
 import bisect
-import hashlib
 import logging
 import math
 from collections import defaultdict
@@ -25,6 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from enasa_compiler._text import plural
+from enasa_compiler.errors import InputError
+from enasa_compiler.ir import OpKind, WeightMatrix
+from enasa_compiler.plan import Plan, read_plan_json
+from enasa_compiler.plan.schema import check_schema
+from enasa_compiler.plan.totals import compute_totals
+from enasa_compiler.targets.target import Target, target_from_dict
 from enasa_compiler.validation._checks import (
     COVERAGE,
     DEPENDENCY,
@@ -46,16 +56,13 @@ from enasa_compiler.validation._checks import (
     Check,
     PlanIndex,
     Violation,
+    ViolationKind,
     close_enough,
     quote_names,
 )
-from enasa_compiler.errors import InputError
-from enasa_compiler.ir import OpKind, WeightMatrix
-from enasa_compiler.plan import Plan, read_plan_json
-from enasa_compiler.plan.schema import check_schema
-from enasa_compiler.targets.cost import program_cost
-from enasa_compiler.targets.target import Target, target_from_dict
-from enasa_compiler.plan.totals import compute_totals
+from enasa_compiler.validation._coverage import check_coverage
+from enasa_compiler.validation._model_source import GivenModel, parse_model, read_model
+from enasa_compiler.validation._subnet_work import derive_work
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +84,7 @@ __all__ = [
     "TOTALS",
     "UNKNOWN_REF",
     "Violation",
+    "ViolationKind",
     "describe_violations",
     "validate",
 ]
@@ -205,13 +213,13 @@ def _check_durations(index: PlanIndex) -> Iterator[Violation]:
                                       f"at {write.start_ns} ns")
         if target is None or tile is None:
             continue
-        cost = program_cost(tile, target)
-        if length >= 0 and length < cost.latency_ns:
+        write_cost = index.write_costs[tile.id]
+        if length >= 0 and length < write_cost.latency_ns:
             yield Violation(DURATION, f"{where} lasts {length} ns, the cost model needs "
-                                      f"{cost.latency_ns} ns")
-        if not close_enough(write.energy_pj, cost.energy_pj):
+                                      f"{write_cost.latency_ns} ns")
+        if not close_enough(write.energy_pj, write_cost.energy_pj):
             yield Violation(DURATION, f"{where} records {write.energy_pj} pJ, the cost model "
-                                      f"gives {cost.energy_pj:.3f} pJ")
+                                      f"gives {write_cost.energy_pj:.3f} pJ")
     for event in index.plan.compute:
         length = event.end_ns - event.start_ns
         cost = index.costs.get(event.op)
@@ -322,85 +330,27 @@ def _check_target(plan: Plan) -> tuple[Target | None, list[Violation]]:
     return target, []
 
 
-def _model_sha256(model: Any, position: int) -> str:
-    """Hash a model the way the frontend does: file bytes, or deterministic proto bytes."""
-    if isinstance(model, bytes):
-        return hashlib.sha256(model).hexdigest()
-    if isinstance(model, str | Path):
-        try:
-            return hashlib.sha256(Path(model).read_bytes()).hexdigest()
-        except OSError as exc:
-            raise InputError(f"cannot read model {model}: {exc.strerror or exc}") from exc
-    import onnx
-    import onnx_ir
-
-    if isinstance(model, onnx_ir.Model):
-        model = onnx_ir.serde.serialize_model(model)
-    if isinstance(model, onnx.ModelProto):
-        return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
-    raise InputError(f"model {position}: expected a path, bytes, onnx.ModelProto or "
-                     f"onnx_ir.Model, got {type(model).__name__}")
-
-
-def _check_models(plan: Plan, models: Sequence[Any]) -> Iterator[Violation]:
+def _check_model_hashes(plan: Plan, models: Sequence[GivenModel]) -> Iterator[Violation]:
     if len(models) != len(plan.subnets):
         yield Violation(MODELS, f"{plural(len(models), 'model')} given for a plan of "
                                 f"{plural(len(plan.subnets), 'subnet')}")
-    for position, (model, subnet) in enumerate(zip(models, plan.subnets, strict=False)):
-        digest = _model_sha256(model, position)
-        if digest != subnet.source_sha256:
-            label = model if isinstance(model, str | Path) else type(model).__name__
-            yield Violation(MODELS, f"model {position} ({label}) has sha256 {digest}, subnet "
-                                    f"{subnet.index} ('{subnet.name}') was compiled from "
-                                    f"{subnet.source_sha256}")
+    for model, subnet in zip(models, plan.subnets, strict=False):
+        if model.sha256 != subnet.source_sha256:
+            yield Violation(MODELS, f"model {model.position} ({model.label}) has sha256 "
+                                    f"{model.sha256}, subnet {subnet.index} ('{subnet.name}') "
+                                    f"was compiled from {subnet.source_sha256}")
 
 
-def _check_operators_against_models(
-    plan: Plan, models: Sequence[Any], target: Target
-) -> Iterator[Violation]:
-    """Re-derive the group's operators from the models and compare them with the plan.
+def _check_against_models(plan: Plan, models: Sequence[GivenModel]) -> Iterator[Violation]:
+    """Check the plan's operators cover what each model computes, by the validator's route.
 
-    This is what proves *every operator of every subnet is covered*: a plan that lost
-    an operator together with its events, or that claims a shared operator a subnet
-    does not have, is caught here even when it is self-consistent.
+    Each model is read with ``onnx`` alone and walked on its own (:mod:`._subnet_work`);
+    no compiler pass, lowering or mapping code runs, so a bug there cannot hide itself
+    by reproducing the plan. This proves *every node of every subnet is computed*, in
+    its data-flow order, by an operator that claims its work and weights.
     """
-    from enasa_compiler.frontend import load_group
-    from enasa_compiler.ir import MvmOp
-    from enasa_compiler.passes.lower import lower
-    from enasa_compiler.pipeline import build_group_model
-
-    sources = [m if not isinstance(m, bytes) else _proto_from_bytes(m) for m in models]
-    group, _ = build_group_model(load_group(sources, batch=plan.batch))
-    program = lower(group, target)
-    planned = {op.id: op for op in plan.operators}
-    weight_sha = {w.id: w.sha256 for w in plan.weights}
-    for op in program.ops:
-        mine = planned.pop(op.id, None)
-        subnets = ",".join(map(str, op.subnets))
-        if mine is None:
-            yield Violation(MISSING_OP, f"operator '{op.id}' ({op.op_type}, subnets "
-                                        f"{subnets}) of the models is not in the plan")
-            continue
-        if mine.subnets != op.subnets:
-            yield Violation(MODELS, f"operator '{op.id}' serves subnets "
-                                    f"{','.join(map(str, mine.subnets))} in the plan but "
-                                    f"{subnets} in the models")
-        # Weight duplication lists the models' matrices ``copies`` times over.
-        expected = ([w.sha256 for w in op.weights] * mine.copies if isinstance(op, MvmOp)
-                    else [])
-        if [weight_sha.get(w) for w in mine.weights] != expected:
-            yield Violation(MODELS, f"operator '{op.id}' uses other weights in the plan than "
-                                    "in the models")
-    for extra in planned:
-        yield Violation(MODELS, f"operator '{extra}' in the plan is not in the models")
-
-
-def _proto_from_bytes(data: bytes) -> Any:
-    import onnx
-
-    proto = onnx.ModelProto()
-    proto.ParseFromString(data)
-    return proto
+    works = [derive_work(parse_model(model, plan.batch), plan.batch) for model in models]
+    yield from check_coverage(plan, works)
 
 
 # ---- entry point -------------------------------------------------------------------
@@ -415,8 +365,10 @@ def validate(
             is checked in its JSON form (energies rounded as when saved).
         models: the subnets' source models, in subnet order (paths, raw bytes,
             ``onnx.ModelProto`` or ``onnx_ir.Model``); when given, their count and
-            hashes must match the plan's subnets, and the operators re-derived from
-            them (frontend, graph passes, lowering) must be exactly the plan's.
+            hashes must match the plan's subnets, and the plan's operators must cover
+            every node each model computes, in its data-flow order, with the right
+            op types, counts and weights (derived from the files by the validator's
+            own route, docs/validation.md).
 
     Returns:
         The violations, grouped by check in the order of :data:`KINDS`.
@@ -447,11 +399,12 @@ def validate(
     for check in (*STRUCTURE_CHECKS, *_SCHEDULE_CHECKS):
         violations.extend(check(index))
     if models is not None:
-        given = [models] if isinstance(models, str | Path | bytes) else list(models)
-        model_violations = list(_check_models(typed, given))
+        listed = [models] if isinstance(models, str | Path | bytes) else list(models)
+        given = [read_model(model, position) for position, model in enumerate(listed)]
+        model_violations = list(_check_model_hashes(typed, given))
         violations.extend(model_violations)
-        if not model_violations and target is not None:
-            violations.extend(_check_operators_against_models(typed, given, target))
+        if not model_violations:
+            violations.extend(_check_against_models(typed, given))
     order = {kind: i for i, kind in enumerate(KINDS)}
     violations.sort(key=lambda v: order.get(v.kind, len(order)))
     logger.debug("plan validated: %s", plural(len(violations), "violation"))
