@@ -221,8 +221,15 @@ def test_interrupted_write_leaves_no_file(command: str, corpus: Path, tmp_path: 
     assert list(out.iterdir()) == []
 
 
-def test_sigint_during_the_plan_write_leaves_no_file(corpus: Path, tmp_path: Path) -> None:
-    """A real SIGINT, delivered while the plan's temporary file is complete on disk."""
+@pytest.mark.parametrize(("name", "code", "message"), [
+    ("SIGINT", 130, "interrupted"),
+    ("SIGTERM", 143, "stopped by SIGTERM"),
+    ("SIGHUP", 129, "stopped by SIGHUP"),
+])
+def test_a_signal_during_the_plan_write_leaves_no_file(corpus: Path, tmp_path: Path,
+                                                       name: str, code: int,
+                                                       message: str) -> None:
+    """A real signal, delivered while the plan's temporary file is complete on disk."""
     out = tmp_path / "out"
     out.mkdir()
     script = (
@@ -230,7 +237,7 @@ def test_sigint_during_the_plan_write_leaves_no_file(corpus: Path, tmp_path: Pat
         "real_fsync = os.fsync\n"
         "def fsync(fd):\n"
         "    real_fsync(fd)\n"
-        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        f"    os.kill(os.getpid(), signal.{name})\n"
         "os.fsync = fsync\n"
         "from enasa_compiler.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
@@ -238,8 +245,8 @@ def test_sigint_during_the_plan_write_leaves_no_file(corpus: Path, tmp_path: Pat
     result = subprocess.run(
         [sys.executable, "-c", script, "compile", str(corpus / "_base" / "a.onnx"), "-o",
          str(out / "plan.json")], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 130, result.stderr
-    assert result.stderr == "enasa compile: interrupted\n"
+    assert result.returncode == code, result.stderr
+    assert result.stderr == f"enasa compile: {message}\n"
     assert list(out.iterdir()) == []
 
 

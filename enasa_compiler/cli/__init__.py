@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from enasa_compiler import __version__
+from enasa_compiler.atomic import remove_pending
 from enasa_compiler.cli._output import PipeSafeStdout, emit, print_json_error, show_progress
 from enasa_compiler.errors import CheckFailedError, EnasaError
 
@@ -63,6 +66,8 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--target", default="neurosim-22nm",
                    help="target preset name or target file (default: neurosim-22nm)")
     p.add_argument("-o", "--output", type=Path, required=True, help="plan file to write")
+    p.add_argument("--force", action="store_true",
+                   help="replace a read-only output file (never an input, device or FIFO)")
     p.add_argument("--solver", default="ops", choices=["ops", "cpsat", "auto", "fcfs"],
                    help="ops: the operator-parallel scheduler (fast); cpsat: the exact "
                    "model started from the OPS plan; auto: OPS improved by CP-SAT within "
@@ -137,7 +142,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     from enasa_compiler._text import plural
+    from enasa_compiler.atomic import check_output_path
     from enasa_compiler.pipeline import compile_detailed
+
+    inputs = [*args.models, args.target]
+    if args.initial_state is not None:
+        inputs.append(args.initial_state)
+    check_output_path(args.output, inputs, force=args.force)
 
     plan = compile_detailed(args.models, args.target, solver=args.solver, mode=args.mode,
                             batch=args.batch, time_limit_s=args.time_limit,
@@ -257,6 +268,10 @@ def _cmd_targets(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.output_dir is not None:
+        from enasa_compiler.atomic import check_output_path
+
+        check_output_path(args.output_dir, folder=True)
     from enasa_compiler.cli.demo import format_demo, run_demo
 
     result = run_demo(group_size=args.subnets, seed=args.seed, target=args.target,
@@ -302,15 +317,40 @@ _COMMANDS = {
 }
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP, raised where the program is so that cleanups run."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise _Stopped(signum)
+
+
+_STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP")
+                      if hasattr(signal, name))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``enasa`` command; returns the exit code."""
+    """Run the ``enasa`` command; returns the exit code.
+
+    SIGTERM and SIGHUP end a command like Ctrl-C does: temporary files are removed,
+    no output is left half written, and the exit code is 128 + the signal number.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     _Parser.json_requested = "--json" in argv
     stdout = sys.stdout
     sys.stdout = PipeSafeStdout(stdout)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {signum: signal.signal(signum, _stop) for signum in _STOP_SIGNALS}
     try:
         return _run(argv)
     finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         sys.stdout.flush()
         sys.stdout = stdout
 
@@ -331,7 +371,14 @@ def _run(argv: list[str]) -> int:
             raise
         return _report_error(args, exc.kind, str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        return _report_error(args, "interrupted", "interrupted", 130, prefix="")
+        remove_pending()
+        return _report_error(args, "interrupted", "interrupted", 128 + signal.SIGINT,
+                             prefix="")
+    except _Stopped as stopped:
+        remove_pending()
+        name = signal.Signals(stopped.signum).name
+        return _report_error(args, "interrupted", f"stopped by {name}",
+                             128 + stopped.signum, prefix="")
     except Exception as exc:  # a bug, not bad input: still one line, never half a file
         if args.debug:
             raise

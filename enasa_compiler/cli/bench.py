@@ -87,9 +87,11 @@ def _config(args: argparse.Namespace, argv: list[str]) -> Any:
 
 def run_bench(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     """Run the evaluation; print the headline (or the whole results as JSON)."""
+    from enasa_compiler.atomic import check_output_path
     from enasa_compiler.evaluation import run_evaluation
     from enasa_compiler.evaluation.output import markdown_report
 
+    check_output_path(args.out, folder=True)  # before minutes of work, not after
     config = _config(args, list(sys.argv[1:] if argv is None else argv))
     results = run_evaluation(config)
     if args.json:

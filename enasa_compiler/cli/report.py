@@ -48,6 +48,9 @@ def add_report_parser(
     parser.add_argument("plan", type=Path, help="plan file (JSON)")
     parser.add_argument("-o", "--output", type=Path, required=True,
                         help="HTML file to write")
+    parser.add_argument("--force", action="store_true",
+                        help="replace a read-only output file (never the plan, a device "
+                             "or a FIFO)")
     parser.add_argument("--png", type=Path, default=None, metavar="DIR",
                         help="also write the charts as gantt.png, utilization.png and "
                              "subnets.png into DIR")
@@ -68,12 +71,15 @@ def run_report(args: argparse.Namespace) -> int:
         CheckFailedError: the plan is invalid (nothing is written; exit code 1).
 
     """
-    from enasa_compiler.atomic import write_atomic
+    from enasa_compiler.atomic import check_output_path, write_atomic
     from enasa_compiler.errors import CheckFailedError
     from enasa_compiler.plan import Plan, read_plan_json
     from enasa_compiler.report.html import render_report_and_charts, write_charts_png
     from enasa_compiler.validation.validator import describe_violations, validate
 
+    check_output_path(args.output, [args.plan], force=getattr(args, "force", False))
+    if args.png is not None:
+        check_output_path(args.png, [args.plan], folder=True)
     data = read_plan_json(args.plan)
     violations = validate(data)
     if violations:

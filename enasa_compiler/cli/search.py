@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enasa_compiler._text import about, plural
+from enasa_compiler.atomic import check_output_path
 from enasa_compiler.cli._output import emit
 from enasa_compiler.errors import InputError
 
@@ -142,6 +143,8 @@ def add_search_parsers(
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.02, help="initial learning rate (0.02)")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write")
+    p.add_argument("--force", action="store_true",
+                   help="replace a read-only checkpoint file (never an input)")
     common(p)
 
 
@@ -207,6 +210,10 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.stage_repeats is not None and args.space != "spos":
         raise InputError("--stage-repeats applies to --space spos only")
+    # Before training, which takes minutes: a checkpoint that cannot be written then
+    # would throw the work away.
+    check_output_path(args.output, [p for p in (args.data,) if p is not None],
+                      force=args.force)
     supernet, config, stats, (train, val) = _train(args, args.space, args.width, args.rule)
     save_checkpoint(args.output, supernet, config)
     # A glimpse of quality: a few random subnets scored the SPOS way.
@@ -349,6 +356,8 @@ def run_search(args: argparse.Namespace) -> int:
     from enasa_compiler.search.loop import search
 
     resume = args.resume is not None
+    if args.out is not None:
+        check_output_path(args.out, folder=True)
     if args.executor != "ray" and (args.address is not None or args.workers is not None):
         raise InputError("--address and --workers apply to --executor ray only")
     config, out, supernet, supernet_config, (train, val), inputs = (
