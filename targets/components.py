@@ -25,6 +25,7 @@ from enasa_compiler.ir import SignedScheme
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "COST_MODELS",
     "AdcSpec",
     "BusSpec",
     "ChipSpec",
@@ -33,6 +34,7 @@ __all__ = [
     "DigitalUnitSpec",
     "EnergySpec",
     "IoSpec",
+    "NeurosimSpec",
     "PeSpec",
     "PrecisionSpec",
     "RegisterSpec",
@@ -266,3 +268,66 @@ class EnergySpec:
 def count_above(items: int, per_group: int) -> int:
     """Count the groups that hold ``items`` at ``per_group`` each (the last part-full)."""
     return math.ceil(items / per_group) if items else 0
+
+
+# ---- the NeuroSim-style cost model's numbers -----------------------------------------
+# Cost models a target may select (``cost_model``); the first is the default.
+COST_MODELS = ("first-order", "neurosim")
+
+
+@dataclass(frozen=True)
+class NeurosimSpec:
+    """The numbers of the NeuroSim-style model (a target file's ``neurosim`` section).
+
+    Attributes:
+        sensing_cycle_ns: clock period, set by the sense amplifier's delay.
+        input_activity: fraction of input bits that are 1 (rows that conduct).
+        sense_bias_pj_per_column: sense amplifier energy per column per read, no current.
+        sense_integration_ns: time the cell current flows into the sense amplifier.
+        subarray_read_pj: bit-line/word-line switching, decoders, muxes per subarray read.
+        accumulate_pj_per_column: shift-add and adder trees per column per read.
+        shift_add_cycles: cycles per vector of one copy for the shift-add.
+        adder_tree_cycles_per_level: cycles per vector of one copy per adder-tree level.
+        tile_accumulate_cycles: cycles per vector to add the partial sums of PEs.
+        global_accumulate_cycles_per_level: cycles per vector per level of the adder
+            tree over tile rows.
+        partial_sum_bits: bits of a partial sum a tile writes to its output buffer.
+        global_buffer_bits_per_cycle: global buffer bandwidth (all cores).
+        tile_input_bits_per_cycle: tile input buffer bandwidth (read and write).
+        tile_output_bits_per_cycle: tile output buffer bandwidth (read and write).
+        interconnect_ns_per_global_bit, interconnect_ns_per_tile_input_bit,
+        interconnect_ns_per_tile_output: H-tree time per bit moved (global, tile).
+        buffer_pj_per_bit: buffer energy per bit written or read (global and tile).
+        interconnect_pj_per_global_bit: global H-tree energy per bit.
+        interconnect_pj_per_tile_bit: tile H-tree energy per bit (conventional tile).
+        novel_interconnect_pj_per_tile_bit: the same in a novel-mapped (9-PE) tile.
+        activation_units: ReLU units (one output per unit per cycle).
+        energy_zeta: NeuroSim's post-layout energy factor, used for TOPS/W only.
+        novel_mapping_pes: PEs of a novel-mapped tile (one per kernel position).
+
+    """
+
+    sensing_cycle_ns: float
+    input_activity: float
+    sense_bias_pj_per_column: float
+    sense_integration_ns: float
+    subarray_read_pj: float
+    accumulate_pj_per_column: float
+    shift_add_cycles: float
+    adder_tree_cycles_per_level: float
+    tile_accumulate_cycles: float
+    global_accumulate_cycles_per_level: float
+    partial_sum_bits: int
+    global_buffer_bits_per_cycle: float
+    tile_input_bits_per_cycle: float
+    tile_output_bits_per_cycle: float
+    interconnect_ns_per_global_bit: float
+    interconnect_ns_per_tile_input_bit: float
+    interconnect_ns_per_tile_output: float
+    buffer_pj_per_bit: float
+    interconnect_pj_per_global_bit: float
+    interconnect_pj_per_tile_bit: float
+    novel_interconnect_pj_per_tile_bit: float
+    activation_units: int
+    energy_zeta: float
+    novel_mapping_pes: int

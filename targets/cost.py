@@ -34,6 +34,11 @@ Assumptions, stated once:
   by a verify read of the cell. The weight bits reach the PE over router and bus.
 
 Times are integer nanoseconds (rounded up) so plans compare exactly.
+
+A target with ``"cost_model": "neurosim"`` is priced by
+:mod:`~enasa_compiler.targets.neurosim` instead (DNN+NeuroSim V1.3's structure); the
+functions here dispatch to it, so callers need not know which model a target uses.
+Programming and digital work are priced here for both.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ import math
 from dataclasses import dataclass
 
 from enasa_compiler.ir import DigitalOp, EventCost, MvmOp, Tile, ceil_ns
+from enasa_compiler.targets import neurosim
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
@@ -98,6 +104,8 @@ class MvmEnergy:
 
 def read_cycle_ns(phys_cols: int, target: Target) -> float:
     """Length of one crossbar read with ``phys_cols`` columns in use, sensing included."""
+    if target.cost_model == "neurosim":
+        return neurosim.read_cycle_ns(target)
     conversions_deep = math.ceil(phys_cols / target.adcs_per_crossbar)
     sensing_ns = conversions_deep * target.timing.adc_conversion_ns
     if target.timing.sensing == "overlapped":
@@ -116,6 +124,8 @@ def _bytes(elements: int, target: Target) -> float:
 
 def mvm_energy(op: MvmOp, target: Target, batch: int = 1) -> MvmEnergy:
     """Price an MVM operator over ``batch`` images, by component, without rounding."""
+    if target.cost_model == "neurosim":
+        return _neurosim_energy(op, target, batch)
     base = op.base_weights
     copies = len(op.weights) // len(base) if base else 1
     tiles = tuple(t for w in base for t in w.tiles)
@@ -153,8 +163,19 @@ def mvm_energy(op: MvmOp, target: Target, batch: int = 1) -> MvmEnergy:
                      slowest_ns)
 
 
+def _neurosim_energy(op: MvmOp, target: Target, batch: int) -> MvmEnergy:
+    # The duration is the sensing time alone: at peak, as in throughput.peak_tops, the
+    # crossbars read back to back and buffer and interconnect traffic is not waited on.
+    event = neurosim.mvm_event_cost(op, target, batch)
+    return MvmEnergy(dict(event.breakdown_pj), event.read_ns, event.read_ns,
+                     event.vectors * event.reads_per_vector, event.vectors,
+                     neurosim.read_cycle_ns(target))
+
+
 def mvm_cost(op: MvmOp, target: Target, batch: int = 1) -> EventCost:
     """Cost of running a crossbar operator over ``batch`` images."""
+    if target.cost_model == "neurosim":
+        return neurosim.mvm_event_cost(op, target, batch)
     priced = mvm_energy(op, target, batch)
     return EventCost(ceil_ns(priced.latency_ns), sum(priced.breakdown_pj.values()),
                      priced.breakdown_pj, read_ns=priced.read_ns, vectors=priced.vectors,

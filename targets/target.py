@@ -29,6 +29,7 @@ from enasa_compiler.errors import InputError
 from enasa_compiler.ir import SignedScheme
 from enasa_compiler.targets import components as parts
 from enasa_compiler.targets.components import (
+    COST_MODELS,
     AdcSpec,
     BusSpec,
     ChipSpec,
@@ -37,6 +38,7 @@ from enasa_compiler.targets.components import (
     DigitalUnitSpec,
     EnergySpec,
     IoSpec,
+    NeurosimSpec,
     PeSpec,
     PrecisionSpec,
     RegisterSpec,
@@ -58,6 +60,7 @@ __all__ = [
     "DacSpec",
     "DigitalUnitSpec",
     "EnergySpec",
+    "NeurosimSpec",
     "IoSpec",
     "PeSpec",
     "PrecisionSpec",
@@ -90,6 +93,9 @@ class Target:
         name: preset or user name.
         sha256: hash of the canonical JSON of the target; plans record it so a plan
             can be checked against the target it was made for.
+        cost_model: ``first-order`` (:mod:`~enasa_compiler.targets.cost`) or
+            ``neurosim`` (:mod:`~enasa_compiler.targets.neurosim`, numbers in
+            ``neurosim``).
 
     """
 
@@ -105,6 +111,8 @@ class Target:
     tile: TileSpec
     chip: ChipSpec
     sha256: str
+    cost_model: str = COST_MODELS[0]
+    neurosim: NeurosimSpec | None = None
 
     # ---- geometry and precision ------------------------------------------------------
     @property
@@ -178,6 +186,11 @@ class Target:
         """Return the target in its file format (what :func:`target_from_dict` reads)."""
         data = asdict(self)
         data.pop("sha256")
+        # A first-order target writes neither field, so its file and hash stay as they were.
+        if self.cost_model == COST_MODELS[0]:
+            data.pop("cost_model")
+        if self.neurosim is None:
+            data.pop("neurosim")
         data["sources"] = list(self.sources)
         data["precision"]["signed_scheme"] = self.precision.signed_scheme.value
         return {"format": "enasa-target", "version": TARGET_VERSION, **data}
@@ -241,6 +254,8 @@ def _check_consistency(target: Target) -> None:
             f"target field crossbar.cols ({xbar.cols}) is smaller than the "
             f"{target.columns_per_weight} columns one weight needs"
         )
+    if target.cost_model == "neurosim" and target.neurosim is None:
+        raise InputError("target field neurosim is required when cost_model is 'neurosim'")
     if precision.dac_bits > precision.a_bits:
         raise InputError("target field precision.dac_bits must not exceed precision.a_bits")
     # A cell cannot draw more than its on-state current for the pulse: a value above
@@ -310,6 +325,8 @@ def target_from_dict(data: Any, *, origin: str = "target") -> Target:
         tile=_build(TileSpec, data["tile"]),
         chip=_build(ChipSpec, data["chip"]),
         sha256="",
+        cost_model=data.get("cost_model", COST_MODELS[0]),
+        neurosim=(_build(NeurosimSpec, data["neurosim"]) if "neurosim" in data else None),
     )
     try:
         _check_consistency(target)

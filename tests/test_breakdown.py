@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 
 import pytest
@@ -12,6 +13,7 @@ from enasa_compiler.simulate.breakdown import operator_rows
 from enasa_compiler.simulate.cost import cost_report, format_cost_report
 from enasa_compiler.targets import area, load_target, power, throughput
 from enasa_compiler.targets.cost import ACCUMULATION
+from enasa_compiler.targets.neurosim import read_cycle_ns
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +53,12 @@ def test_per_operator_rows_price_each_operator_by_component(group4_result):
         assert sum(row["components_pj"].values()) == pytest.approx(op.energy_pj, abs=1e-3)
         assert row["latency_ns"] == op.latency_ns
         if op.kind.value == "mvm":
-            # Serial sensing: each of the 8 reads per vector is a pulse and conversions.
+            # NeuroSim-style model: read_ns is the sensing of the 8 reads per vector
+            # (8 muxed columns per ADC, one per clock); the rest is accumulation,
+            # buffers and interconnect.
             assert row["read_ns"] + row["sensing_ns"] == pytest.approx(op.latency_ns, abs=1)
-            assert row["read_ns"] == 8 * op.vectors_per_image * target.crossbar.read_pulse_ns
+            assert row["read_ns"] == pytest.approx(
+                8 * math.ceil(op.vectors_per_image / op.copies) * read_cycle_ns(target))
             assert 0 < row["spatial_utilization"] <= 1
             assert row["crossbars"] == sum(len(w.tiles) for w in plan.weights
                                            if w.id in op.weights)
@@ -68,7 +73,8 @@ def test_report_carries_the_chip_area_power_and_efficiency(group4_result):
     assert sum(chip["area_breakdown_mm2"].values()) == pytest.approx(chip["area_mm2"])
     assert chip["tops_per_w"] == pytest.approx(throughput.tops_per_w(target))
     assert chip["tops_per_mm2"] == pytest.approx(throughput.tops_per_mm2(target))
-    assert (chip["tiles"], chip["pes"]) == (256, 1024)
+    # neurosim-22nm: 4096 crossbars, 16 per PE, 4 PEs per tile (NeuroSim's floorplan).
+    assert (chip["tiles"], chip["pes"]) == (64, 256)
 
 
 def test_subnets_report_temporal_and_spatial_utilization(group4_result):
@@ -153,10 +159,14 @@ def test_dynamic_mapping_on_edge_pays_for_its_rewrites(edge_and_neurosim, capsys
         assert main(["simulate", str(path), "--json"]) == 0
         reports[target] = json.loads(capsys.readouterr().out)["totals"]
     edge, resident = reports["edge"], reports["neurosim-22nm"]
-    # Same operators, same compute energy; edge writes tiles again after evicting them.
+    # Same operators, same compute energy; edge writes every tile at least once, and
+    # again whenever it evicted one still needed. Under the NeuroSim-style costs the
+    # schedule finishes each weight's users before evicting it, so this group needs no
+    # rewrite: its writes equal the resident plan's, over a longer makespan.
     assert edge["compute_energy_pj"] == pytest.approx(resident["compute_energy_pj"])
-    assert edge["cell_writes"] > resident["cell_writes"]
-    assert edge["energy_pj"] > resident["energy_pj"]
+    assert edge["cell_writes"] >= resident["cell_writes"]
+    assert edge["energy_pj"] >= resident["energy_pj"]
+    assert edge["makespan_ns"] > resident["makespan_ns"]
     assert edge["write_share"] > resident["write_share"] > 0
     assert main(["simulate", str(edge_and_neurosim["edge"])]) == 0
     assert f"write share     {edge['write_share']:12.2%}" in capsys.readouterr().out

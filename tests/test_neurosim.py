@@ -19,7 +19,11 @@ from enasa_compiler.errors import InputError
 from enasa_compiler.ir import MvmOp
 from enasa_compiler.targets import load_target, power, target_from_dict
 from enasa_compiler.targets.cost import mvm_cost, operator_cost
-from enasa_compiler.targets.neurosim import LayerShape, network_cost, neurosim_floorplan
+from enasa_compiler.targets.neurosim_calibration import (
+    LayerShape,
+    network_cost,
+    neurosim_floorplan,
+)
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "neurosim" / "vgg8.json").read_text())
 LAYERS = [LayerShape(h, w, cin, kh, cout, bool(pool), stride)
@@ -148,7 +152,8 @@ def test_operator_cost_dispatches_to_the_neurosim_model(target):
     op = _matmul_op(target, 1024, 256, 64)
     cost = operator_cost(op, target)
     assert cost.energy_pj == pytest.approx(sum(cost.breakdown_pj.values()))
-    assert set(cost.breakdown_pj) == {"cells", "adc", "shift_add", "buffer", "router"}
+    used = {k for k, v in cost.breakdown_pj.items() if v}
+    assert used == {"cells", "adc", "shift_add", "buffer", "router"}
     assert cost.latency_ns >= cost.fixed_ns > 0
     # The latency the duplication pass predicts equals the priced one for any copies.
     doubled = mvm_cost(_matmul_op(target, 1024, 256, 64, copies=2), target)
