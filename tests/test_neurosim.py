@@ -196,3 +196,30 @@ def test_leakage_is_neurosims_per_subarray(target):
     # NeuroSim: 13.46 uW per conventional tile of 64 subarrays, periphery included.
     per_tile_uw = power.static_power_per_crossbar_mw(target) * 64 * 1e3
     assert per_tile_uw == pytest.approx(REFERENCE["layers"][7]["leakage_power_uw"], rel=1e-3)
+
+
+def test_full_size_spos_subnet_energy_per_mac_is_in_neurosims_range(tmp_path):
+    """A 224x224 SPOS subnet (every choice 1): the README's 0.26 pJ/MAC, 7.75 TOPS/W.
+
+    NeuroSim's own VGG-8 layers span 0.07-0.69 pJ per MAC (2.9-28 TOPS/W) at these
+    defaults (tests/data/neurosim/vgg8.json); a whole subnet of like layers must fall
+    inside that span, and its dense 1x1 convolutions inside it operator by operator.
+    """
+    import torch
+
+    from enasa_compiler.models.export import export_subnet
+    from enasa_compiler.models.spos import SposSupernet
+    from enasa_compiler.pipeline import compile_detailed
+
+    torch.manual_seed(0)
+    supernet = SposSupernet().eval()
+    path = export_subnet(supernet, [1] * supernet.num_layers, tmp_path / "spos.onnx")
+    plan = compile_detailed([path], "neurosim-22nm").plan
+    crossbar_ops = [op for op in plan.operators if op.kind.value == "mvm"]
+    macs = sum(op.macs for op in crossbar_ops)
+    pj_per_mac = sum(op.energy_pj for op in crossbar_ops) / macs
+    assert macs == pytest.approx(2.86e8, rel=0.01)
+    assert 0.07 < pj_per_mac < 0.69
+    assert pj_per_mac == pytest.approx(0.258, rel=0.05)  # 7.75 TOPS/W
+    per_op = sorted(op.energy_pj / op.macs for op in crossbar_ops)
+    assert 0.07 < per_op[len(per_op) // 2] < 0.69  # the typical layer, as NeuroSim's
