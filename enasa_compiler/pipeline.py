@@ -29,6 +29,7 @@ from enasa_compiler.passes import (
     MergeGroupPass,
     WeightSharePass,
 )
+from enasa_compiler.passes.dedup import read_dedup_stats
 from enasa_compiler.passes.duplicate import Duplication, apply_duplication
 from enasa_compiler.passes.lower import lower
 from enasa_compiler.passes.mapping import RankingPolicy, schedule_ops
@@ -270,8 +271,7 @@ def build_group_model(
         while root.__cause__ is not None:
             root = root.__cause__
         raise InputError(f"graph passes: {root}") from exc
-    stats = dedup.stats
-    assert stats is not None
+    stats = read_dedup_stats(group)  # the PassManager returns its own result
     return group, {
         "nodes_before": stats.nodes_before,
         "nodes_after": stats.nodes_after,

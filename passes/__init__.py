@@ -16,7 +16,7 @@ from ._common import (
     weight_digest,
 )
 from .canonicalize import CanonicalizePass
-from .dedup import DedupPass, DedupStats, dedup
+from .dedup import DedupPass, DedupResult, DedupStats, dedup, read_dedup_stats
 from .fold_batchnorm import FoldBatchNormPass
 from .merge_group import MergeGroupPass, merge_group
 from .weight_share import WeightSharePass
@@ -29,6 +29,7 @@ __all__ = [
     "WEIGHT_GROUP_KEY",
     "CanonicalizePass",
     "DedupPass",
+    "DedupResult",
     "DedupStats",
     "FoldBatchNormPass",
     "MergeGroupPass",
@@ -37,6 +38,7 @@ __all__ = [
     "dedup",
     "get_subnets",
     "merge_group",
+    "read_dedup_stats",
     "set_subnets",
     "weight_digest",
 ]

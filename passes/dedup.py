@@ -33,7 +33,7 @@ from ._common import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DedupPass", "DedupStats", "dedup"]
+__all__ = ["DedupPass", "DedupResult", "DedupStats", "dedup", "read_dedup_stats"]
 
 _NON_DETERMINISTIC_OPS = frozenset(
     {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike", "Multinomial"}
@@ -60,10 +60,12 @@ class DedupStats:
 class DedupPass(ir.passes.InPlacePass):
     """Merge identical operators of a group model into one node tagged with all subnets.
 
-    After :meth:`call`, ``self.stats`` holds a :class:`DedupStats` of that call; the same
-    numbers are written to the model metadata as ``enasa.dedup.<field>`` (unless the call
-    found nothing and earlier numbers are recorded). Nodes are topologically sorted as a
-    side effect.
+    :meth:`call` returns a :class:`DedupResult`, the pass result with the call's
+    :class:`DedupStats`; the same numbers are written to the model metadata as
+    ``enasa.dedup.<field>`` (unless the call found nothing and earlier numbers are
+    recorded), so a caller that ran the pass inside a ``PassManager`` (which returns
+    its own result) reads them with :func:`read_dedup_stats`. The pass object keeps no
+    state between calls. Nodes are topologically sorted as a side effect.
 
     ``merge_nodes=False`` merges equal initializers only: every subnet keeps its own
     operators (nothing is computed once) while equal weights are still stored once,
@@ -73,9 +75,8 @@ class DedupPass(ir.passes.InPlacePass):
     def __init__(self, *, merge_nodes: bool = True) -> None:
         super().__init__()
         self.merge_nodes = merge_nodes
-        self.stats: DedupStats | None = None
 
-    def call(self, model: ir.Model) -> ir.passes.PassResult:
+    def call(self, model: ir.Model) -> DedupResult:
         """Deduplicate ``model`` in place."""
         graph = model.graph
         _ensure_static_mac_shapes(model)
@@ -86,7 +87,7 @@ class DedupPass(ir.passes.InPlacePass):
         nodes_merged = _merge_equal_nodes(graph) if self.merge_nodes else 0
 
         nodes_after, macs_after = len(graph), _total_macs(graph)
-        self.stats = DedupStats(
+        stats = DedupStats(
             nodes_before=nodes_before,
             nodes_after=nodes_after,
             nodes_removed=nodes_before - nodes_after,
@@ -100,18 +101,40 @@ class DedupPass(ir.passes.InPlacePass):
         if modified or not already_recorded:
             # A rerun that finds nothing (a PassManager loop) keeps the numbers of the run
             # that did the work.
-            for field, number in dataclasses.asdict(self.stats).items():
+            for field, number in dataclasses.asdict(stats).items():
                 model.metadata_props[f"{DEDUP_KEY_PREFIX}{field}"] = str(number)
-        logger.info("Dedup: %s", self.stats)
-        return ir.passes.PassResult(model, modified=modified)
+        logger.info("Dedup: %s", stats)
+        return DedupResult(model, modified=modified, stats=stats)
+
+
+@dataclasses.dataclass
+class DedupResult(ir.passes.PassResult):
+    """The pass result of :class:`DedupPass`, with what that call merged."""
+
+    stats: DedupStats | None = None
 
 
 def dedup(model: ir.Model) -> DedupStats:
     """Run :class:`DedupPass` on ``model`` in place and return its statistics."""
-    dedup_pass = DedupPass()
-    dedup_pass(model)
-    assert dedup_pass.stats is not None
-    return dedup_pass.stats
+    result = DedupPass()(model)
+    assert isinstance(result, DedupResult) and result.stats is not None
+    return result.stats
+
+
+def read_dedup_stats(model: ir.Model) -> DedupStats:
+    """Return the statistics the last effective :class:`DedupPass` recorded on ``model``.
+
+    Raises:
+        ValueError: the model was never deduplicated.
+
+    """
+    values = {}
+    for field in dataclasses.fields(DedupStats):
+        text = model.metadata_props.get(f"{DEDUP_KEY_PREFIX}{field.name}")
+        if text is None:
+            raise ValueError("the model carries no deduplication statistics")
+        values[field.name] = int(text)
+    return DedupStats(**values)
 
 
 def _ensure_static_mac_shapes(model: ir.Model) -> None:

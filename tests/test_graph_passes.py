@@ -39,6 +39,7 @@ from enasa_compiler.passes import (
     get_subnets,
     merge_group,
 )
+from enasa_compiler.passes.dedup import DedupResult, read_dedup_stats
 
 CHANNELS = 8
 KERNELS = (3, 5, 7)
@@ -238,7 +239,8 @@ def max_error(a: np.ndarray, b: np.ndarray) -> float:
 def build_group(subnets: Sequence[ir.Model]) -> tuple[ir.Model, DedupPass, WeightSharePass]:
     dedup_pass, share_pass = DedupPass(), WeightSharePass()
     pipeline = PassManager([MergeGroupPass(subnets[1:]), dedup_pass, share_pass])
-    return pipeline(subnets[0]).model, dedup_pass, share_pass
+    model = pipeline(subnets[0]).model
+    return model, read_dedup_stats(model), share_pass
 
 
 def assert_group_matches_subnets(group: ir.Model, paths: Sequence[Path]) -> None:
@@ -445,9 +447,9 @@ def test_dedup_removes_exactly_the_shared_prefix(export_dir: Path, exporter: str
     _, macs_a = torch_counts(subnet_modules(ARCH_A))
     _, macs_b = torch_counts(subnet_modules(ARCH_B))
 
-    group, dedup_pass, _ = build_group(subnets)
+    group, dedup_stats, _ = build_group(subnets)
 
-    stats = dedup_pass.stats
+    stats = dedup_stats
     assert stats is not None
     # Sanity check of the torch-side count: stem 3->8 k3, then 8->8 k3 and k5, on 16x16.
     assert (shared_nodes, shared_macs) == (6, 16 * 16 * 8 * (3 * 9 + 8 * 9 + 8 * 25))
@@ -473,9 +475,9 @@ def test_group_of_four_gives_each_subnet_its_outputs(export_dir: Path, exporter:
     paths = [export(export_dir, exporter, arch) for arch in GROUP]
     subnets = [canonical(export_dir, exporter, arch) for arch in GROUP]
 
-    group, dedup_pass, _ = build_group(subnets)
+    group, dedup_stats, _ = build_group(subnets)
 
-    assert dedup_pass.stats is not None and dedup_pass.stats.nodes_removed > 0
+    assert dedup_stats.nodes_removed > 0
     assert group.metadata_props[GROUP_SIZE_KEY] == "4"
     assert_group_matches_subnets(group, paths)
     onnx.checker.check_model(ir.to_proto(ir.external_data.load_to_model(group)))
@@ -488,11 +490,11 @@ def test_dedup_ignores_initializer_names(export_dir: Path):
     for value in list(renamed[1].graph.initializers.values()):
         value.name = f"onnx::Conv_{names.randrange(10**6)}_{id(value)}"
 
-    _, plain_dedup, _ = build_group(plain)
-    group, renamed_dedup, _ = build_group(renamed)
+    _, plain_stats, _ = build_group(plain)
+    group, renamed_stats, _ = build_group(renamed)
 
-    assert renamed_dedup.stats == plain_dedup.stats
-    assert renamed_dedup.stats is not None and renamed_dedup.stats.nodes_removed == 6
+    assert renamed_stats == plain_stats
+    assert renamed_stats.nodes_removed == 6
     assert_group_matches_subnets(
         group, [export(export_dir, "legacy", arch) for arch in (ARCH_A, ARCH_B)]
     )
@@ -502,10 +504,10 @@ def test_dedup_of_identical_subnets_keeps_both_outputs(export_dir: Path):
     subnets = [canonical(export_dir, "legacy", ARCH_A) for _ in range(2)]
     nodes = len(subnets[0].graph)
 
-    group, dedup_pass, _ = build_group(subnets)
+    group, dedup_stats, _ = build_group(subnets)
 
     # Every node is shared; one Identity keeps subnet 1's output name.
-    assert dedup_pass.stats is not None and dedup_pass.stats.nodes_removed == nodes - 1
+    assert dedup_stats.nodes_removed == nodes - 1
     assert [node.op_type for node in group.graph][-1] == "Identity"
     assert get_subnets(list(group.graph)[-1]) == (1,)
     assert_group_matches_subnets(group, [export(export_dir, "legacy", ARCH_A)] * 2)
@@ -623,8 +625,11 @@ def test_passes_compose_with_user_and_onnx_ir_passes(export_dir: Path):
         ]
     )(subnets[0]).model
 
-    assert dedup_pass.stats is not None
-    assert counter.counts[0] - counter.counts[1] == dedup_pass.stats.nodes_removed == 6
+    assert counter.counts[0] - counter.counts[1] == read_dedup_stats(group).nodes_removed == 6
+    # Run alone, the pass hands its numbers back in its own result.
+    again = DedupPass()(group)
+    assert isinstance(again, DedupResult) and again.stats is not None
+    assert again.stats.nodes_removed == 0 and not again.modified
     assert_group_matches_subnets(group, paths)
 
 
