@@ -40,6 +40,9 @@ def _label(plan: Plan | dict[str, Any] | str | Path) -> str:
 def assert_plan_valid(
     plan: Plan | dict[str, Any] | str | Path,
     models: Sequence[Any] | None = None,
+    *,
+    target: Any = None,
+    initial_state: Any = None,
 ) -> None:
     """Fail with every violation, one per line, unless the plan validates.
 
@@ -48,6 +51,9 @@ def assert_plan_valid(
         models: the subnets' source models, in subnet order (what
             :func:`~enasa_compiler.validation.validator.validate` takes); when given, the plan
             must also be the one these models compile to.
+        target: the target the plan was made for (needed with ``models`` when it is
+            not a shipped preset).
+        initial_state: the previous plan, for an online plan checked with ``models``.
 
     Raises:
         AssertionError: the plan has violations; the message counts them and lists
@@ -59,7 +65,7 @@ def assert_plan_valid(
     __tracebackhide__ = True  # pytest shows the caller's line, not this helper's
     from enasa_compiler.validation.validator import validate
 
-    violations = validate(plan, models=models)
+    violations = validate(plan, models=models, target=target, initial_state=initial_state)
     if violations:
         against = " against its models" if models is not None else ""
         lines = "\n".join(f"  {violation}" for violation in violations)
@@ -96,5 +102,6 @@ def compile_and_check(
     # One list for both steps: an iterator would be used up by the compile.
     sources = [models] if isinstance(models, str | Path) else list(models)
     plan = compile_group(sources, target, **compile_options)
-    assert_plan_valid(plan, models=sources)
+    assert_plan_valid(plan, models=sources, target=target,
+                      initial_state=compile_options.get("initial_state"))
     return plan

@@ -46,6 +46,8 @@ from enasa_compiler.validation.validator import (
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKS = [kind for kind in KINDS if kind != MODELS]  # what runs without --models
+# ... and the models case, skipped: it names what is not proven without the models
+CASES = [*CHECKS, MODELS]
 
 
 def _conv_relu(seed: int) -> onnx.ModelProto:
@@ -112,13 +114,14 @@ def test_junit_has_one_passing_case_per_check_of_a_valid_plan(good_path, tmp_pat
     report = tmp_path / "reports" / "enasa.xml"
     assert main(["validate", str(good_path), "--junit", str(report)]) == 0
     cases = _cases(report)
-    assert [c.get("name") for c in cases] == CHECKS
+    assert [c.get("name") for c in cases] == CASES
     assert {c.get("classname") for c in cases} == {str(good_path)}
-    assert {_outcome(c) for c in cases} == {"passed"}
+    assert [_outcome(c) for c in cases] == ["passed"] * len(CHECKS) + ["skipped"]
+    assert "not run: no --models; unchecked: " in cases[-1][0].get("message", "")
     suite = ET.parse(report).getroot().find("testsuite")
     assert suite is not None
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == (
-        str(len(CHECKS)), "0", "0")
+        str(len(CASES)), "0", "1")
     assert list(report.parent.iterdir()) == [report]  # written atomically: no leftovers
 
 
@@ -142,7 +145,7 @@ def test_junit_fails_exactly_the_checks_a_tampered_plan_breaks(plan, tmp_path, c
     printed = capsys.readouterr().out.splitlines()
     assert printed == [str(v) for v in expected]  # one plan: lines as before --junit
     cases = _cases(report)
-    assert [c.get("name") for c in cases] == CHECKS
+    assert [c.get("name") for c in cases] == CASES
     failures = {c.get("name"): c[0] for c in cases if _outcome(c) == "failure"}
     assert MISSING_OP in failures and len(failures) < len(CHECKS)
     assert set(failures) == {v.kind for v in expected}
@@ -154,6 +157,7 @@ def test_junit_fails_exactly_the_checks_a_tampered_plan_breaks(plan, tmp_path, c
     assert "operator 's0/act' has no compute event" in (failures[MISSING_OP].text or "")
     passed = [c.get("name") for c in cases if _outcome(c) == "passed"]
     assert passed == [k for k in CHECKS if k not in failures]
+    assert _outcome(cases[-1]) == "skipped"
 
 
 def test_junit_skips_the_other_checks_of_a_plan_that_breaks_the_schema(plan, tmp_path):
@@ -164,7 +168,7 @@ def test_junit_skips_the_other_checks_of_a_plan_that_breaks_the_schema(plan, tmp
     report = tmp_path / "enasa.xml"
     assert main(["validate", str(bad), "--junit", str(report)]) == 1
     outcomes = {c.get("name"): _outcome(c) for c in _cases(report)}
-    assert outcomes == {kind: "failure" if kind == SCHEMA else "skipped" for kind in CHECKS}
+    assert outcomes == {kind: "failure" if kind == SCHEMA else "skipped" for kind in CASES}
 
 
 @pytest.mark.parametrize("content", [None, "{not json"], ids=["absent", "not-json"])
@@ -190,15 +194,16 @@ def test_junit_reports_every_plan_and_the_worst_exit_code(plan, good_path, tmp_p
     assert main(["validate", str(good_path), str(bad), "--junit", str(report)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"{good_path}: valid"
-    assert out[1:] and all(line.startswith(f"{bad}: ") for line in out[1:])
+    assert out[1].startswith(f"{good_path}: not proven without --models: ")
+    assert out[2:] and all(line.startswith(f"{bad}: ") for line in out[2:])
     by_plan: dict[str, list[str]] = {}
     for case in _cases(report):
         by_plan.setdefault(case.get("classname", ""), []).append(_outcome(case))
-    assert by_plan[str(good_path)] == ["passed"] * len(CHECKS)
+    assert by_plan[str(good_path)] == ["passed"] * len(CHECKS) + ["skipped"]
     assert "failure" in by_plan[str(bad)]
     absent = tmp_path / "absent.plan.json"
     assert main(["validate", str(good_path), str(absent), "--junit", str(report)]) == 2
-    assert [c.get("name") for c in _cases(report)] == [*CHECKS, LOAD_CASE]
+    assert [c.get("name") for c in _cases(report)] == [*CASES, LOAD_CASE]
 
 
 def test_junit_xml_holds_characters_xml_cannot(tmp_path):
@@ -262,7 +267,9 @@ def test_hook_passes_valid_plans_and_fails_a_tampered_one(plan, tmp_path):
     (tmp_path / "README.md").write_text("not a plan\n")
     good = _run_hook(tmp_path, ["README.md", "plans/good.plan.json"])
     assert good.returncode == 0, good.stdout + good.stderr
-    assert good.stdout.strip() == "plans/good.plan.json: valid"
+    assert good.stdout.splitlines()[0] == "plans/good.plan.json: valid"
+    assert good.stdout.splitlines()[1].startswith(
+        "plans/good.plan.json: not proven without --models: ")
     both = _run_hook(tmp_path, ["plans/good.plan.json", "README.md", "plans/bad.plan.json"])
     assert both.returncode == 1, both.stdout + both.stderr
     lines = both.stdout.splitlines()

@@ -121,7 +121,8 @@ def build_plan() -> Plan:
     totals = compute_totals(
         operators, tiles, program, compute, chip_crossbars=TARGET_PRESET.chip.crossbars,
         crossbar_cells=TARGET_PRESET.crossbar.rows * TARGET_PRESET.crossbar.cols)
-    totals = type(totals)(**{k: round(v, 3) if isinstance(v, float) else v
+    # As Plan.to_dict: energies rounded, ratios kept (they are compared relatively).
+    totals = type(totals)(**{k: round(v, 3) if k.endswith("_pj") else v
                              for k, v in totals.__dict__.items()})
     return Plan(
         target=TARGET_PRESET.to_dict(), target_sha256=TARGET_PRESET.sha256,

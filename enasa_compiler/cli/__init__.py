@@ -95,7 +95,14 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="plan files (several, as a pre-commit hook passes them: each line "
                    "of the report then starts with the plan's name)")
     p.add_argument("--models", nargs="+", type=Path, default=None,
-                   help="the ONNX subnets the plan claims to map (one plan only)")
+                   help="the ONNX subnets the plan claims to map (one plan only); with "
+                   "them the plan is proven, not only checked for consistency")
+    p.add_argument("-t", "--target", default=None, metavar="TARGET",
+                   help="the preset or target file the plan claims to be made for (needed "
+                   "to prove a plan for a custom target)")
+    p.add_argument("--initial-state", type=Path, default=None, metavar="PREV_PLAN.json",
+                   help="the previous plan an online plan started from: its final "
+                   "crossbar contents must be the plan's initial_state")
     p.add_argument("--junit", type=Path, default=None, metavar="FILE",
                    help="also write a JUnit XML report (a test case per check) for CI, "
                    "for invalid plans and plans that do not load too")
@@ -185,7 +192,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     if args.models is not None and len(args.plan) > 1:
         raise InputError("--models belongs to one plan; validate the plans one at a time")
-    checks = [check_plan(path, models=args.models) for path in args.plan]
+    if (args.target is not None or args.initial_state is not None) and len(args.plan) > 1:
+        raise InputError("-t and --initial-state belong to one plan; validate the plans "
+                         "one at a time")
+    checks = [check_plan(path, models=args.models, target=args.target,
+                         initial_state=args.initial_state) for path in args.plan]
     if args.junit is not None:
         write_junit(args.junit, checks)
     several = len(checks) > 1
@@ -193,7 +204,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     if args.json and not errors:  # with an error, stdout holds main's error object only
         results = [{"plan": c.plan, "valid": c.valid,
                     "violations": [{"kind": v.kind, "message": v.message}
-                                   for v in c.violations]} for c in checks]
+                                   for v in c.violations],
+                    "unchecked": list(c.unchecked)} for c in checks]
         print(json.dumps({"valid": all(c.valid for c in checks), "plans": results}
                          if several else results[0], indent=1))
     elif not args.json:
@@ -203,6 +215,9 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{prefix}{violation}")
             if check.valid and not args.quiet:
                 print(f"{check.plan}: valid")
+            if check.valid and check.unchecked and not args.quiet:
+                print(f"{check.plan}: not proven without --models: "
+                      f"{'; '.join(check.unchecked)}")
     bug = next((e for e in errors if not isinstance(e, EnasaError)), None)
     if bug is not None or len(errors) == 1:
         raise bug or errors[0]

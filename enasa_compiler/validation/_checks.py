@@ -5,7 +5,8 @@ yields every violation it finds; none stops at the first. The checks re-derive w
 they need from the plan alone (who produces which value, which tiles an operator
 needs) so that a bug in the mapper cannot hide itself by also being in the
 validator. This module holds the checks of ids, references, tiles and placements;
-:mod:`enasa_compiler.validation.validator` holds the schedule, cost and outside-world checks.
+:mod:`._schedule` holds the schedule and cost checks, :mod:`._proof` the claims about
+the outside world (target, tiling rule, initial state, bounds).
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from dataclasses import dataclass
 from enasa_compiler._text import plural
 from enasa_compiler.ir import EventCost, OpKind, Tile, WeightMatrix
 from enasa_compiler.passes.price import price_operators
-from enasa_compiler.plan import ComputeEvent, Plan, PlanOperator
+from enasa_compiler.plan import ComputeEvent, Placement, Plan, PlanOperator, ProgramEvent
 from enasa_compiler.targets.target import Target
+from enasa_compiler.validation._tiles import is_exact_grid, overlapping_pairs, tile_in_weight
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +48,7 @@ __all__ = [
     "PlanIndex",
     "Violation",
     "ViolationKind",
+    "REL_TOL",
     "close_enough",
     "quote_names",
 ]
@@ -89,10 +92,12 @@ MODELS = ViolationKind.MODELS
 KINDS = tuple(ViolationKind)
 """Every violation kind, in the order the validator reports them."""
 
-# Plans store energies rounded to 3 decimals, so recorded and recomputed values may
-# differ by half a unit of the last place per rounded term.
-_REL_TOL = 1e-6
-_ABS_TOL = 1e-3
+# Every recomputed figure is compared relatively (docs/validation.md, "Tolerances").
+# Plans store energies rounded to 3 decimals, so an energy may also differ by half a
+# unit of the last place per rounded term summed into it; ratios (utilizations, the
+# gap) are stored unrounded and get no absolute allowance at all.
+REL_TOL = 1e-6
+_ROUNDING_PJ = 5e-4
 
 
 @dataclass(frozen=True)
@@ -187,10 +192,11 @@ def close_enough(recorded: float, expected: float, terms: int = 1) -> bool:
     Args:
         recorded: the value in the plan.
         expected: the value the validator derives.
-        terms: how many values rounded to 3 decimals were summed into ``recorded``.
+        terms: how many values rounded to 3 decimals were summed into ``recorded``;
+            0 for a value stored unrounded (a ratio), compared relatively only.
 
     """
-    return abs(recorded - expected) <= _REL_TOL * abs(expected) + _ABS_TOL * max(1, terms)
+    return abs(recorded - expected) <= REL_TOL * abs(expected) + _ROUNDING_PJ * terms
 
 
 def quote_names(items: list[str]) -> str:
@@ -228,6 +234,14 @@ def check_duplicates(index: PlanIndex) -> Iterator[Violation]:
                                           f"operator '{op_ids[0]}'")
 
 
+def _writing(write: ProgramEvent) -> str:
+    return f"programming of tile '{write.tile}' on crossbar {write.crossbar}"
+
+
+def _placing(op_id: str, p: Placement) -> str:
+    return f"operator '{op_id}' places tile '{p.tile}' on crossbar {p.crossbar}"
+
+
 def check_references(index: PlanIndex) -> Iterator[Violation]:
     """Find names and numbers that point at nothing: ops, weights, tiles, crossbars."""
     plan, target = index.plan, index.target
@@ -252,11 +266,12 @@ def check_references(index: PlanIndex) -> Iterator[Violation]:
     crossbars = target.chip.crossbars if target else None
     units = target.chip.digital_units if target else None
     for write in plan.program:
-        where = f"programming of tile '{write.tile}' on crossbar {write.crossbar}"
+        # Messages are written only for what is reported: a plan has 100,000s of events.
         if write.tile not in index.tiles:
-            yield Violation(UNKNOWN_REF, f"{where}: unknown tile")
+            yield Violation(UNKNOWN_REF, f"{_writing(write)}: unknown tile")
         if crossbars is not None and write.crossbar >= crossbars:
-            yield Violation(UNKNOWN_REF, f"{where}: the chip has crossbars 0..{crossbars - 1}")
+            yield Violation(UNKNOWN_REF, f"{_writing(write)}: the chip has crossbars "
+                                         f"0..{crossbars - 1}")
     seen_initial: set[int] = set()
     for held in plan.initial:
         where = f"initial state: tile '{held.tile}' on crossbar {held.crossbar}"
@@ -271,12 +286,11 @@ def check_references(index: PlanIndex) -> Iterator[Violation]:
         if event.op not in index.ops:
             yield Violation(UNKNOWN_REF, f"compute event names unknown operator '{event.op}'")
         for p in event.placements:
-            where = f"operator '{event.op}' places tile '{p.tile}' on crossbar {p.crossbar}"
             if p.tile not in index.tiles:
-                yield Violation(UNKNOWN_REF, f"{where}: unknown tile")
+                yield Violation(UNKNOWN_REF, f"{_placing(event.op, p)}: unknown tile")
             if crossbars is not None and p.crossbar >= crossbars:
-                yield Violation(UNKNOWN_REF,
-                                f"{where}: the chip has crossbars 0..{crossbars - 1}")
+                yield Violation(UNKNOWN_REF, f"{_placing(event.op, p)}: the chip has "
+                                             f"crossbars 0..{crossbars - 1}")
         if units is not None and event.unit is not None and event.unit >= units:
             yield Violation(UNKNOWN_REF, f"operator '{event.op}' runs on digital unit "
                                          f"{event.unit}: the chip has units 0..{units - 1}")
@@ -306,24 +320,16 @@ def check_missing(index: PlanIndex) -> Iterator[Violation]:
 
 
 # ---- tiles and placements ----------------------------------------------------------
-def _tile_in_weight(tile: Tile, weight: WeightMatrix) -> bool:
-    return (0 <= tile.row_start < tile.row_stop <= weight.rows
-            and 0 <= tile.col_start < tile.col_stop <= weight.cols)
-
-
 def _coverage(weight: WeightMatrix) -> Iterator[Violation]:
-    tiles = sorted((t for t in weight.tiles if _tile_in_weight(t, weight)),
-                   key=lambda t: (t.row_start, t.col_start))
+    """Check the tiles inside a weight cover it exactly once: no overlap, no gap."""
+    tiles = [t for t in weight.tiles if tile_in_weight(t, weight)]
+    if is_exact_grid(tiles, weight):  # the usual tiling; any other goes through the sweep
+        return
     overlapping = False
-    for i, a in enumerate(tiles):
-        # Sorted by row_start: only tiles starting above a's row_stop can share rows.
-        for b in tiles[i + 1:]:
-            if b.row_start >= a.row_stop:
-                break
-            if b.col_start < a.col_stop and a.col_start < b.col_stop:
-                overlapping = True
-                yield Violation(COVERAGE, f"tiles '{a.id}' and '{b.id}' of weight "
-                                          f"'{weight.id}' overlap")
+    for a, b in overlapping_pairs(tiles):
+        overlapping = True
+        yield Violation(COVERAGE, f"tiles '{a.id}' and '{b.id}' of weight "
+                                  f"'{weight.id}' overlap")
     covered = sum((t.row_stop - t.row_start) * (t.col_stop - t.col_start) for t in tiles)
     if not overlapping and covered != weight.rows * weight.cols:
         yield Violation(COVERAGE, f"tiles of weight '{weight.id}' cover {covered} of its "
@@ -340,7 +346,7 @@ def check_tiles(index: PlanIndex) -> Iterator[Violation]:
                                        f"per weight, the target "
                                        f"{target.columns_per_weight}")
         for t in weight.tiles:
-            if not _tile_in_weight(t, weight):
+            if not tile_in_weight(t, weight):
                 yield Violation(TILE_SIZE, f"tile '{t.id}' spans rows [{t.row_start}, "
                                            f"{t.row_stop}) x cols [{t.col_start}, "
                                            f"{t.col_stop}): empty or outside weight "
@@ -388,8 +394,9 @@ def _event_placements(index: PlanIndex, op: PlanOperator,
         yield Violation(PLACEMENT, f"mvm operator '{op.id}' names digital unit {event.unit}")
     expected = index.expected_tiles(op)
     placed = Counter(p.tile for p in event.placements)
-    missing = [t for t in expected if t not in placed]
-    extra = [t for t in placed if t not in expected]
+    needed = set(expected)
+    missing = [t for t in dict.fromkeys(expected) if t not in placed]
+    extra = [t for t in placed if t not in needed]
     twice = [t for t, n in placed.items() if n > 1]
     for label, tiles in (("does not place", missing), ("places foreign", extra),
                          ("places more than once", twice)):
@@ -418,16 +425,17 @@ def check_resident(index: PlanIndex) -> Iterator[Violation]:
         if writes[tile_id] != 1:
             yield Violation(PROGRAM, f"resident plan programs tile '{tile_id}' "
                                      f"{writes[tile_id]} times (must be once)")
-    held: dict[int, list[str]] = defaultdict(list)
+    held: dict[int, dict[str, None]] = defaultdict(dict)
     holdings = [(p.crossbar, p.tile) for p in plan.initial]
     holdings += [(w.crossbar, w.tile) for w in plan.program]
     for crossbar, tile in holdings:
-        if tile not in held[crossbar]:
-            held[crossbar].append(tile)
+        held[crossbar][tile] = None
     for crossbar, tiles in held.items():
         if len(tiles) > 1:
-            yield Violation(PROGRAM, f"resident plan puts tiles {quote_names(tiles)} on "
-                                     f"crossbar {crossbar}")
+            named = list(tiles)
+            more = f" and {len(named) - 5} more" if len(named) > 5 else ""
+            yield Violation(PROGRAM, f"resident plan puts tiles {quote_names(named[:5])}"
+                                     f"{more} on crossbar {crossbar}")
 
 
 STRUCTURE_CHECKS: tuple[Check, ...] = (

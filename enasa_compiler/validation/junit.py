@@ -30,7 +30,14 @@ from enasa_compiler._text import plural
 from enasa_compiler.atomic import write_atomic
 from enasa_compiler.errors import EnasaError
 from enasa_compiler.plan import Plan
-from enasa_compiler.validation.validator import KINDS, MODELS, SCHEMA, Violation, validate
+from enasa_compiler.validation.validator import (
+    KINDS,
+    MODELS,
+    SCHEMA,
+    Violation,
+    unchecked_claims,
+    validate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +67,13 @@ class PlanCheck:
         plan: how the plan is named in the report (its path as given, or a label).
         violations: every violation found (empty when valid or when ``error`` is set).
         models_checked: whether the plan was checked against its source models, which
-            adds the ``models`` check.
+            adds the ``models`` check (without them it is a skipped test case naming
+            what could not be proven).
         error: why the plan could not be checked (an input error, or a bug); None when
             it was.
         time_s: how long the check took.
+        target_checked: whether a target was given to check the plan's against.
+        initial_state_checked: whether a previous plan was given for the initial state.
 
     """
 
@@ -72,6 +82,14 @@ class PlanCheck:
     models_checked: bool = False
     error: Exception | None = None
     time_s: float = 0.0
+    target_checked: bool = False
+    initial_state_checked: bool = False
+
+    @property
+    def unchecked(self) -> tuple[str, ...]:
+        """What could not be proven for lack of the models (empty with them)."""
+        return unchecked_claims(self.models_checked, target_given=self.target_checked,
+                                initial_state_given=self.initial_state_checked)
 
     @property
     def valid(self) -> bool:
@@ -92,6 +110,8 @@ def check_plan(
     models: Sequence[Any] | None = None,
     *,
     name: str | None = None,
+    target: Any = None,
+    initial_state: Any = None,
 ) -> PlanCheck:
     """Validate a plan, keeping an error that stops the check instead of raising it.
 
@@ -103,19 +123,26 @@ def check_plan(
         plan: what :func:`~enasa_compiler.validation.validator.validate` takes.
         models: the plan's source models, or None.
         name: how the report names the plan (default: the path, or ``"plan"``).
+        target: the target the plan claims (``validate``'s ``target``).
+        initial_state: the previous plan of an online plan (``validate``'s).
 
     """
     label = name if name is not None else (str(plan) if isinstance(plan, str | Path)
                                            else "plan")
     start = time.perf_counter()
     try:
-        violations = validate(plan, models=models)
+        given = {key: value for key, value in (("target", target),
+                                               ("initial_state", initial_state))
+                 if value is not None}
+        violations = validate(plan, models=models, **given)
     except Exception as exc:  # noqa: BLE001 - kept for the report; the caller re-raises
         if not isinstance(exc, EnasaError):
             logger.debug("validating %s failed", label, exc_info=True)
-        return PlanCheck(label, (), models is not None, exc, time.perf_counter() - start)
+        return PlanCheck(label, (), models is not None, exc, time.perf_counter() - start,
+                         target is not None, initial_state is not None)
     return PlanCheck(label, tuple(violations), models is not None, None,
-                     time.perf_counter() - start)
+                     time.perf_counter() - start, target is not None,
+                     initial_state is not None)
 
 
 def _text(value: str) -> str:
@@ -165,6 +192,14 @@ def _plan_cases(suite: ET.Element, check: PlanCheck) -> dict[str, int]:
             ET.SubElement(case, "skipped", message="not run: the plan does not match the "
                           "plan schema")
             counts["skipped"] += 1
+    if not check.models_checked and MODELS not in by_kind:
+        # Without the models the plan is consistent, not proven: say what is not.
+        case = ET.SubElement(suite, "testcase", classname=classname, name=MODELS,
+                             time="0.000")
+        message = "not run: no --models; unchecked: " + "; ".join(check.unchecked)
+        ET.SubElement(case, "skipped", message=_text(message))
+        counts["tests"] += 1
+        counts["skipped"] += 1
     return counts
 
 

@@ -19,22 +19,18 @@ are what it checks (docs/validation.md).
 
 from __future__ import annotations
 
-import bisect
+import contextlib
+import gc
 import logging
-import math
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
-from enasa_compiler.ir import OpKind, WeightMatrix
 from enasa_compiler.plan import Plan, read_plan_json
 from enasa_compiler.plan.schema import check_schema
-from enasa_compiler.plan.totals import compute_totals
-from enasa_compiler.targets.target import Target, target_from_dict
+from enasa_compiler.targets.target import Target, load_target, target_from_dict
 from enasa_compiler.validation._checks import (
     COVERAGE,
     DEPENDENCY,
@@ -53,15 +49,23 @@ from enasa_compiler.validation._checks import (
     TILE_SIZE,
     TOTALS,
     UNKNOWN_REF,
-    Check,
     PlanIndex,
     Violation,
     ViolationKind,
-    close_enough,
-    quote_names,
 )
 from enasa_compiler.validation._coverage import check_coverage
+from enasa_compiler.validation._fast_schema import conforms
 from enasa_compiler.validation._model_source import GivenModel, parse_model, read_model
+from enasa_compiler.validation._proof import (
+    UNCHECKED_INITIAL_STATE,
+    UNCHECKED_TARGET,
+    UNCHECKED_WITHOUT_MODELS,
+    check_bounds_proof,
+    check_initial_state,
+    check_target_identity,
+    check_tiling_rule,
+)
+from enasa_compiler.validation._schedule import SCHEDULE_CHECKS
 from enasa_compiler.validation._subnet_work import derive_work
 
 logger = logging.getLogger(__name__)
@@ -73,6 +77,7 @@ __all__ = [
     "DUPLICATE_ID",
     "DURATION",
     "KINDS",
+    "MAX_PER_KIND",
     "MISSING_OP",
     "MODELS",
     "NOT_PROGRAMMED",
@@ -86,235 +91,9 @@ __all__ = [
     "Violation",
     "ViolationKind",
     "describe_violations",
+    "unchecked_claims",
     "validate",
 ]
-
-
-# ---- schedule ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Busy:
-    start_ns: int
-    end_ns: int
-    label: str
-
-    def __str__(self) -> str:
-        return f"{self.label} [{self.start_ns}, {self.end_ns})"
-
-
-def _overlaps(resource: str, intervals: list[_Busy]) -> Iterator[Violation]:
-    active: list[_Busy] = []
-    # Half-open intervals: an empty one holds nothing, one ending at t frees t.
-    for item in sorted((i for i in intervals if i.end_ns > i.start_ns),
-                       key=lambda i: (i.start_ns, i.end_ns)):
-        active = [a for a in active if a.end_ns > item.start_ns]
-        for other in active:
-            yield Violation(DOUBLE_BOOKED, f"{resource}: {other} overlaps {item}")
-        active.append(item)
-
-
-def _check_double_booking(index: PlanIndex) -> Iterator[Violation]:
-    """Check no crossbar is run or written by two events at once, nor a unit shared."""
-    crossbars: dict[int, list[_Busy]] = defaultdict(list)
-    units: dict[int, list[_Busy]] = defaultdict(list)
-    for write in index.plan.program:
-        crossbars[write.crossbar].append(
-            _Busy(write.start_ns, write.end_ns, f"programming of tile '{write.tile}'"))
-    for event in index.plan.compute:
-        busy = _Busy(event.start_ns, event.end_ns, f"operator '{event.op}'")
-        for crossbar in dict.fromkeys(p.crossbar for p in event.placements):
-            crossbars[crossbar].append(busy)
-        if event.unit is not None:
-            units[event.unit].append(busy)
-    for crossbar in sorted(crossbars):
-        yield from _overlaps(f"crossbar {crossbar}", crossbars[crossbar])
-    for unit in sorted(units):
-        yield from _overlaps(f"digital unit {unit}", units[unit])
-
-
-def _on_cycles(graph: dict[str, set[str]]) -> list[str]:
-    """Nodes left after peeling sources and sinks: those on (or between) cycles."""
-    alive = set(graph)
-    preds = {n: {d for d in graph[n] if d in alive} for n in alive}
-    succs: dict[str, set[str]] = {n: set() for n in alive}
-    for node, deps in preds.items():
-        for dep in deps:
-            succs[dep].add(node)
-    for edges in (preds, succs):
-        queue = [n for n in alive if not edges[n]]
-        while queue:
-            node = queue.pop()
-            alive.discard(node)
-            for other in (succs if edges is preds else preds)[node]:
-                edges[other].discard(node)
-                if other in alive and not edges[other]:
-                    queue.append(other)
-    return [op_id for op_id in graph if op_id in alive]
-
-
-def _check_dependencies(index: PlanIndex) -> Iterator[Violation]:
-    """Check operators start after their deps and their inputs' producers end."""
-    graph: dict[str, set[str]] = {}
-    for op in index.ops.values():
-        producers = {index.producers[v] for v in op.inputs if v in index.producers}
-        graph[op.id] = {d for d in (*op.deps, *producers) if d in index.ops}
-    cycle = _on_cycles(graph)
-    if cycle:
-        yield Violation(DEPENDENCY, f"operators {quote_names(cycle)} depend on each other "
-                                    "in a cycle")
-    for op in index.ops.values():
-        event = index.events.get(op.id)
-        if event is None:
-            continue
-        reasons = {d: f"depends on '{d}'" for d in op.deps}
-        for value in op.inputs:
-            producer = index.producers.get(value)
-            if producer is not None:
-                reasons.setdefault(producer, f"reads '{value}' from '{producer}'")
-        for dep, reason in reasons.items():
-            before = index.events.get(dep)
-            if dep != op.id and before is not None and event.start_ns < before.end_ns:
-                yield Violation(DEPENDENCY, f"operator '{op.id}' starts at {event.start_ns} "
-                                            f"ns but {reason}, which ends at "
-                                            f"{before.end_ns} ns")
-
-
-def _check_programming(index: PlanIndex) -> Iterator[Violation]:
-    """Check each tile an MVM reads is the last one written into its crossbar."""
-    writes: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
-    for held in index.plan.initial:  # left by a previous plan: written before time 0
-        writes[held.crossbar].append((-1, -1, held.tile))
-    for write in index.plan.program:
-        writes[write.crossbar].append((write.end_ns, write.start_ns, write.tile))
-    for history in writes.values():
-        history.sort()
-    for event in index.plan.compute:
-        for p in event.placements:
-            history = writes.get(p.crossbar, [])
-            last = bisect.bisect_right(history, (event.start_ns, math.inf, "")) - 1
-            where = (f"operator '{event.op}' reads tile '{p.tile}' on crossbar {p.crossbar} "
-                     f"at {event.start_ns} ns")
-            if last < 0:
-                yield Violation(NOT_PROGRAMMED, f"{where}, before anything was written there")
-            elif history[last][2] != p.tile:
-                end_ns, start_ns, tile = history[last]
-                yield Violation(NOT_PROGRAMMED, f"{where}, which then holds tile '{tile}' "
-                                                f"(written [{start_ns}, {end_ns}))")
-
-
-def _check_durations(index: PlanIndex) -> Iterator[Violation]:
-    """Check events last as long as the cost model says; operators record its price."""
-    target = index.target
-    for write in index.plan.program:
-        where = f"programming of tile '{write.tile}' on crossbar {write.crossbar}"
-        length = write.end_ns - write.start_ns
-        tile = index.tiles.get(write.tile)
-        if length < 0:
-            yield Violation(DURATION, f"{where} ends at {write.end_ns} ns, before it starts "
-                                      f"at {write.start_ns} ns")
-        if target is None or tile is None:
-            continue
-        write_cost = index.write_costs[tile.id]
-        if length >= 0 and length < write_cost.latency_ns:
-            yield Violation(DURATION, f"{where} lasts {length} ns, the cost model needs "
-                                      f"{write_cost.latency_ns} ns")
-        if not close_enough(write.energy_pj, write_cost.energy_pj):
-            yield Violation(DURATION, f"{where} records {write.energy_pj} pJ, the cost model "
-                                      f"gives {write_cost.energy_pj:.3f} pJ")
-    for event in index.plan.compute:
-        length = event.end_ns - event.start_ns
-        cost = index.costs.get(event.op)
-        if length < 0:
-            yield Violation(DURATION, f"operator '{event.op}' ends at {event.end_ns} ns, "
-                                      f"before it starts at {event.start_ns} ns")
-        elif cost is not None and length < cost.latency_ns:
-            yield Violation(DURATION, f"operator '{event.op}' runs {length} ns, the cost "
-                                      f"model needs {cost.latency_ns} ns")
-    for op in index.ops.values():
-        cost = index.costs.get(op.id)
-        if cost is None:
-            continue
-        if op.latency_ns != cost.latency_ns:
-            yield Violation(DURATION, f"operator '{op.id}' records latency_ns "
-                                      f"{op.latency_ns}, the cost model gives "
-                                      f"{cost.latency_ns}")
-        if not close_enough(op.energy_pj, cost.energy_pj):
-            yield Violation(DURATION, f"operator '{op.id}' records energy_pj {op.energy_pj},"
-                                      f" the cost model gives {cost.energy_pj:.3f}")
-
-
-def _check_totals(index: PlanIndex) -> Iterator[Violation]:
-    """Check the recorded totals equal the ones re-derived from the schedule."""
-    plan, target = index.plan, index.target
-    if target is None:
-        return
-    derived = compute_totals(
-        plan.operators, plan.tiles(), plan.program, plan.compute,
-        chip_crossbars=target.chip.crossbars,
-        crossbar_cells=target.crossbar.rows * target.crossbar.cols,
-    )
-    rounded_terms = {"compute_energy_pj": len(plan.operators),
-                     "write_energy_pj": len(plan.program),
-                     "energy_pj": len(plan.operators) + len(plan.program)}
-    for f in fields(derived):
-        recorded, expected = getattr(plan.totals, f.name), getattr(derived, f.name)
-        if isinstance(expected, int):
-            wrong = recorded != expected
-        else:
-            wrong = not (math.isfinite(recorded)
-                         and close_enough(recorded, expected, rounded_terms.get(f.name, 1)))
-        if wrong:
-            yield Violation(TOTALS, f"totals.{f.name} is {recorded}, the schedule gives "
-                                    f"{expected}")
-    yield from _check_bounds(plan)
-
-
-def _check_bounds(plan: Plan) -> Iterator[Violation]:
-    """Reject a lower bound above the plan's own makespan, or a wrong gap: false claims."""
-    bound = plan.bounds.get("lower_bound_ns")
-    if bound is None:
-        return
-    makespan = plan.totals.makespan_ns
-    if bound > makespan:
-        yield Violation(TOTALS, f"bounds.lower_bound_ns {bound} exceeds the makespan "
-                                f"{makespan}")
-    gap = plan.bounds.get("gap")
-    expected = (makespan - bound) / makespan if makespan else 0.0
-    if gap is not None and not math.isclose(gap, expected, rel_tol=1e-9, abs_tol=1e-12):
-        yield Violation(TOTALS, f"bounds.gap is {gap}, makespan and bound give {expected}")
-
-
-def _check_copies(index: PlanIndex) -> Iterator[Violation]:
-    """Check a duplicated operator's weights are ``copies`` identical sets of matrices."""
-    for op in index.ops.values():
-        if op.copies == 1:
-            continue
-        where = f"operator '{op.id}' has copies {op.copies}"
-        if op.kind is not OpKind.MVM or len(op.weights) % op.copies:
-            yield Violation(PLACEMENT, f"{where} but "
-                            f"{plural(len(op.weights), 'weight matrix', 'weight matrices')}"
-                            + ("" if op.kind is OpKind.MVM else " and is not an MVM"))
-            continue
-        groups = len(op.weights) // op.copies
-        for position, weight_id in enumerate(op.weights[groups:], start=groups):
-            base, copy = (index.weights.get(op.weights[position % groups]),
-                          index.weights.get(weight_id))
-            if base is None or copy is None:
-                continue  # an unknown weight is reported by the reference check
-            if _layout(base) != _layout(copy):
-                yield Violation(PLACEMENT, f"{where}: weight '{copy.id}' is not a copy of "
-                                           f"'{base.id}' (other contents or tiling)")
-
-
-def _layout(matrix: WeightMatrix) -> tuple[object, ...]:
-    return (matrix.sha256, matrix.rows, matrix.cols, matrix.columns_per_weight,
-            tuple((t.row_start, t.row_stop, t.col_start, t.col_stop) for t in matrix.tiles))
-
-
-_SCHEDULE_CHECKS: tuple[Check, ...] = (
-    _check_copies,
-    _check_double_booking, _check_dependencies, _check_programming, _check_durations,
-    _check_totals,
-)
 
 
 # ---- the target and the models -----------------------------------------------------
@@ -354,9 +133,62 @@ def _check_against_models(plan: Plan, models: Sequence[GivenModel]) -> Iterator[
 
 
 # ---- entry point -------------------------------------------------------------------
+MAX_PER_KIND = 20
+"""How many violations of one kind ``validate`` lists before summing up the rest."""
+
+
+def unchecked_claims(models_checked: bool, *, target_given: bool = False,
+                     initial_state_given: bool = False) -> tuple[str, ...]:
+    """List what ``validate`` could not prove: everything the models would, without them.
+
+    With the models nothing is left unchecked (the target, initial state and bounds
+    are then always checked, against the preset, the previous plan or the recomputed
+    bound; a claim that cannot be proven is a violation). Without them, a target or
+    previous plan given is still checked.
+    """
+    if models_checked:
+        return ()
+    skipped = {UNCHECKED_TARGET} if target_given else set()
+    if initial_state_given:
+        skipped.add(UNCHECKED_INITIAL_STATE)
+    return tuple(claim for claim in UNCHECKED_WITHOUT_MODELS if claim not in skipped)
+
+
+def _cap(violations: list[Violation], limit: int | None) -> list[Violation]:
+    """Keep the first ``limit`` violations of each kind; sum up the rest in one line."""
+    if limit is None:
+        return violations
+    by_kind: dict[ViolationKind, list[Violation]] = {}
+    for violation in violations:
+        by_kind.setdefault(violation.kind, []).append(violation)
+    result: list[Violation] = []
+    for kind, found in by_kind.items():
+        result.extend(found[:limit])
+        if len(found) > limit:
+            result.append(Violation(kind, f"... and {len(found) - limit:,} more {kind} "
+                                          "violations"))
+    return result
+
+
+def _load_previous(previous: Plan | dict[str, Any] | str | Path) -> Plan:
+    if isinstance(previous, Plan):
+        return previous
+    if isinstance(previous, dict):
+        problems = check_schema(previous)
+        if problems:
+            raise InputError(f"previous plan: {problems[0]}")
+        return Plan.from_dict(previous)
+    return Plan.load(previous)
+
+
 def validate(
     plan: Plan | dict[str, Any] | str | Path,
     models: Sequence[Any] | None = None,
+    *,
+    target: Target | str | Path | None = None,
+    initial_state: Plan | dict[str, Any] | str | Path | None = None,
+    max_per_kind: int | None = MAX_PER_KIND,
+    prove: bool = True,
 ) -> list[Violation]:
     """Check a plan and return every violation found (empty when the plan is valid).
 
@@ -368,15 +200,57 @@ def validate(
             hashes must match the plan's subnets, and the plan's operators must cover
             every node each model computes, in its data-flow order, with the right
             op types, counts and weights (derived from the files by the validator's
-            own route, docs/validation.md).
+            own route, docs/validation.md). With them the plan is checked as a proof:
+            the target against the shipped preset (or ``target``), the tiling rule,
+            the initial state against ``initial_state`` and the bounds against the
+            bound the validator recomputes.
+        target: the target the plan claims to be made for (a preset name, a target
+            file or a :class:`Target`); needed to prove a plan for a custom target.
+        initial_state: the previous plan an online plan started from (its crossbars'
+            final contents must be the plan's ``initial_state``).
+        max_per_kind: list at most this many violations of a kind, then one line
+            ``... and N more <kind> violations``; None lists them all.
+        prove: with ``models``, also prove the target, the tiling rule, the initial
+            state and the bounds (default). False checks the models' coverage only:
+            what ``simulate --execute`` needs before it runs a plan it does not trust
+            for its figures.
 
     Returns:
         The violations, grouped by check in the order of :data:`KINDS`.
 
     Raises:
-        InputError: the plan file (or a model file) cannot be read, or is not JSON.
+        InputError: the plan file (or a model, target or previous plan file) cannot
+            be read, or is not JSON.
 
     """
+    with _collector_paused():
+        return _validate(plan, models, target, initial_state, max_per_kind, prove)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cycle collector while a plan's many small objects are built.
+
+    A 100,000-tile plan allocates millions of objects, none in a cycle; the collector
+    would walk them again and again (a fifth of the time). It is resumed after.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _validate(
+    plan: Plan | dict[str, Any] | str | Path,
+    models: Sequence[Any] | None,
+    target: Target | str | Path | None,
+    initial_state: Plan | dict[str, Any] | str | Path | None,
+    max_per_kind: int | None,
+    prove: bool,
+) -> list[Violation]:
     if isinstance(plan, str | Path):
         data = read_plan_json(plan)
     elif isinstance(plan, Plan):
@@ -387,19 +261,30 @@ def validate(
             return [Violation(SCHEMA, f"plan cannot be written as JSON: {exc}")]
     else:
         data = plan
-    problems = check_schema(data)
+    given_target = None if target is None else load_target(target)
+    previous = None if initial_state is None else _load_previous(initial_state)
+    # jsonschema costs ~1 ms a tile; it runs only on a plan the fast check rejects.
+    problems = [] if conforms(data) else check_schema(data)
     if problems:
-        return [Violation(SCHEMA, problem) for problem in problems]
+        return _cap([Violation(SCHEMA, problem) for problem in problems], max_per_kind)
     try:
         typed = Plan.from_dict(data)
     except InputError as exc:
         return [Violation(SCHEMA, str(exc))]
-    target, violations = _check_target(typed)
-    index = PlanIndex.build(typed, target)
-    for check in (*STRUCTURE_CHECKS, *_SCHEDULE_CHECKS):
+    embedded, violations = _check_target(typed)
+    index = PlanIndex.build(typed, embedded)
+    for check in (*STRUCTURE_CHECKS, *SCHEDULE_CHECKS):
         violations.extend(check(index))
+    proving = models is not None and prove
+    if proving or given_target is not None:
+        violations.extend(check_target_identity(embedded, given_target))
+    if proving or previous is not None:
+        violations.extend(check_initial_state(index, previous))
+    if proving:
+        violations.extend(check_tiling_rule(index))
+        violations.extend(check_bounds_proof(index))
     if models is not None:
-        listed = [models] if isinstance(models, str | Path | bytes) else list(models)
+        listed = [models] if isinstance(models, str | Path | bytes) else list(models or ())
         given = [read_model(model, position) for position, model in enumerate(listed)]
         model_violations = list(_check_model_hashes(typed, given))
         violations.extend(model_violations)
@@ -408,7 +293,7 @@ def validate(
     order = {kind: i for i, kind in enumerate(KINDS)}
     violations.sort(key=lambda v: order.get(v.kind, len(order)))
     logger.debug("plan validated: %s", plural(len(violations), "violation"))
-    return violations
+    return _cap(violations, max_per_kind)
 
 
 def describe_violations(violations: Sequence[Violation]) -> str:
