@@ -1,20 +1,28 @@
-"""Benchmark: time per compile stage for full-size SPOS groups, and what dedup saves.
+"""Benchmark: compile time and peak memory for full-size SPOS groups, and what dedup saves.
 
 Exports groups of G full-size SPOS subnets (224x224, 1000 classes, random weights)
-that share their bottom half, then times each stage of ``enasa compile`` (frontend,
-graph passes, lowering, OPS mapping, plan assembly) and the validator, repeating
-the whole compile and reporting medians (the split ``enasa bench`` reports).
-Results go to ``bench/results/``.
+that share their bottom half, then compiles each group ``--repeats`` times: ONNX files
+in, plan out (the export is not timed with it). Each run is timed per stage of ``enasa
+compile`` (frontend, graph passes, lowering, OPS mapping, plan assembly), the stages
+adding up to the whole compile, and its plan is checked by the validator, timed apart.
+Medians are reported, with every run's whole-compile time, because the machine may be
+shared. Peak memory is the peak resident size (VmHWM: the ``ru_maxrss`` of that process
+alone) of a fresh process that imports the compiler and compiles the group once; the
+size after the imports alone is given next to it. Results go to ``bench/results/``.
 
-Run:  python bench/compile_stages.py [--groups 4 16] [--repeats 3]
+Run:  python bench/compile_stages.py [--groups 4 16 64] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import random
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -29,9 +37,52 @@ from enasa_compiler.models.sampling import sample_shared_group
 from enasa_compiler.models.spos import SposSupernet
 from enasa_compiler.targets import load_target
 
+# Run in a fresh interpreter: the peak resident size after importing the compiler, then
+# after one compile. It is read from VmHWM, which is ru_maxrss for this process alone:
+# Linux carries ru_maxrss over exec, so a child started from this (torch-sized) process
+# would report the parent's size.
+_PEAK_MEMORY_SCRIPT = """
+import json, resource, sys
+from enasa_compiler.pipeline import compile_detailed
+from enasa_compiler.targets import load_target
 
-def _time_compile(files: list[Path], target_name: str, mode: str) -> dict[str, Any]:
-    _, row = time_compile_stages(files, load_target(target_name), mode=mode)
+def peak_mb():
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+target = load_target(sys.argv[1])
+imported = peak_mb()
+compile_detailed(sys.argv[3:], target, mode=sys.argv[2])
+print(json.dumps({"import_rss_mb": imported, "peak_rss_mb": peak_mb()}))
+"""
+
+
+def _peak_memory(files: list[Path], target_name: str, mode: str) -> dict[str, float]:
+    result = subprocess.run(
+        [sys.executable, "-c", _PEAK_MEMORY_SCRIPT, target_name, mode, *map(str, files)],
+        capture_output=True, text=True, check=True)
+    figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return {key: round(value, 1) for key, value in figures.items()}
+
+
+def _time_compiles(files: list[Path], target_name: str, mode: str, repeats: int
+                   ) -> dict[str, Any]:
+    """Compile ``repeats`` times; medians of the timings, the rest from the first run."""
+    target = load_target(target_name)
+    runs = [time_compile_stages(files, target, mode=mode)[1] for _ in range(repeats)]
+    row: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if key.endswith("_s"):
+            row[key] = round(statistics.median(float(r[key]) for r in runs), 3)
+        else:
+            row[key] = value
+    row["compile_runs_s"] = [round(float(r["compile_s"]), 3) for r in runs]
     return row
 
 
@@ -39,23 +90,27 @@ def _summary(row: dict[str, Any]) -> str:
     return (f"G={row['group_size']:3d} {row['mode']:9s} ops={row['operators']:5d} "
             f"dedup nodes {row['nodes_before']}->{row['nodes_after']} "
             f"MMACs {row['macs_before'] / 1e6:.0f}->{row['macs_after'] / 1e6:.0f}  "
-            f"compile {row['compile_s']:.2f} s (frontend {row['frontend_s']:.2f}, "
-            f"passes {row['passes_s']:.2f}, lower {row['lower_s']:.2f}, "
-            f"mapping {row['mapping_s']:.2f}, cost {row['cost_s']:.2f}), "
-            f"validate {row['validate_s']:.2f} s, makespan {row['makespan_ns'] / 1e6:.2f} ms, "
+            f"compile {row['compile_s']:.2f} s median of {len(row['compile_runs_s'])} "
+            f"(frontend {row['frontend_s']:.2f}, passes {row['passes_s']:.2f}, "
+            f"lower {row['lower_s']:.2f}, mapping {row['mapping_s']:.2f}, "
+            f"cost {row['cost_s']:.2f}), validate {row['validate_s']:.2f} s, "
+            f"peak {row['peak_rss_mb']:.0f} MB ({row['import_rss_mb']:.0f} MB imports), "
+            f"makespan {row['makespan_ns'] / 1e6:.2f} ms, "
             f"{row['crossbars_used']} crossbars, {row['allocated_utilization']:.1%} busy")
 
 
 def main() -> None:
     """Run the benchmark and write its results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", type=int, nargs="+", default=[4, 16])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--groups", type=int, nargs="+", default=[4, 16, 64])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--modes", nargs="+", default=["auto", "dynamic"])
     parser.add_argument("--target", default="neurosim-22nm")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     supernet = SposSupernet().eval()
+    load_average = os.getloadavg()[0]
     rows = []
     for group_size in args.groups:
         archs = sample_shared_group(supernet.num_layers, supernet.num_choices, group_size,
@@ -64,21 +119,18 @@ def main() -> None:
             start = time.perf_counter()
             files = export_group(supernet, archs, Path(folder))
             export_s = time.perf_counter() - start
-            for mode in ("auto", "dynamic"):
-                runs = [_time_compile(files, args.target, mode) for _ in range(args.repeats)]
+            for mode in args.modes:
                 row: dict[str, Any] = {"group_size": group_size, "requested_mode": mode,
-                                          "export_s": round(export_s, 2)}
-                for key, value in runs[0].items():
-                    if key.endswith("_s"):
-                        row[key] = round(statistics.median(float(r[key]) for r in runs), 3)
-                    else:
-                        row[key] = value
+                                       "export_s": round(export_s, 2)}
+                row.update(_time_compiles(files, args.target, mode, args.repeats))
+                row.update(_peak_memory(files, args.target, mode))
                 rows.append(row)
                 print(_summary(row), flush=True)
     write_results("compile_stages.json", {
         "command": command_line(__file__, args),
-        "machine": f"{platform.processor() or platform.machine()}, "
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
                    f"{torch.get_num_threads()} torch threads",
+        "load_average_at_start": round(load_average, 2),
         "repeats": args.repeats,
         "rows": rows,
     })

@@ -9,16 +9,19 @@ read from inside the model's folder.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 import onnx_ir as ir
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper
 
 from enasa_compiler.errors import InputError, UnsupportedModelError
@@ -51,7 +54,8 @@ class SubnetModel:
     arch: tuple[int, ...] | None
 
 
-def _read_proto(path: Path) -> tuple[onnx.ModelProto, bytes]:
+def _read_proto(path: Path) -> tuple[onnx.ModelProto, bytes, bool]:
+    """Parse a model file; also return its bytes and whether external data was loaded."""
     try:
         size = path.stat().st_size
     except FileNotFoundError as exc:
@@ -72,16 +76,23 @@ def _read_proto(path: Path) -> tuple[onnx.ModelProto, bytes]:
         raise InputError(f"{path}: not an ONNX model (protobuf does not parse)") from exc
     if not proto.HasField("graph"):
         raise InputError(f"{path}: not an ONNX model (no graph)")
-    _load_external_data(proto, path.parent, str(path))
-    return proto, data
+    loaded = _load_external_data(proto, path.parent, str(path))
+    return proto, data, loaded
 
 
-def _load_external_data(proto: onnx.ModelProto, folder: Path, origin: str) -> None:
-    """Read external tensors, refusing any location that leaves the model's folder."""
+def _load_external_data(proto: onnx.ModelProto, folder: Path, origin: str) -> bool:
+    """Read external tensors, refusing any location that leaves the model's folder.
+
+    Returns:
+        Whether the model has external tensors (now loaded into the proto).
+
+    """
+    external = [tensor for tensor in external_data_helper._get_all_tensors(proto)
+                if external_data_helper.uses_external_data(tensor)]
+    if not external:
+        return False
     base = folder.resolve()
-    for tensor in external_data_helper._get_all_tensors(proto):
-        if not external_data_helper.uses_external_data(tensor):
-            continue
+    for tensor in external:
         info = external_data_helper.ExternalDataInfo(tensor)
         location = Path(info.location)
         resolved = (base / location).resolve()
@@ -96,25 +107,60 @@ def _load_external_data(proto: onnx.ModelProto, folder: Path, origin: str) -> No
         external_data_helper.load_external_data_for_model(proto, str(base))
     except (OSError, ValueError) as exc:
         raise InputError(f"{origin}: cannot read external data: {exc}") from exc
+    return True
 
 
-def _to_proto(source: ModelSource, index: int) -> tuple[onnx.ModelProto, str, str]:
-    """Return the proto, a display name and the source hash."""
+@dataclass(frozen=True)
+class _Parsed:
+    """A source parsed into a proto, with its display name and source hash.
+
+    ``serialized`` holds bytes that parse to exactly ``proto``, so the checker can be
+    handed them without serializing the model again; None when there are none (its
+    external data was loaded after parsing).
+    """
+
+    proto: onnx.ModelProto
+    name: str
+    sha256: str
+    serialized: bytes | None
+
+
+def _to_proto(source: ModelSource, index: int) -> _Parsed:
+    """Return the proto, a display name, the source hash and the bytes it came from."""
     if isinstance(source, ir.Model):
         proto = ir.serde.serialize_model(source)
         data = proto.SerializeToString(deterministic=True)
-        return proto, f"subnet{index}", hashlib.sha256(data).hexdigest()
+        return _Parsed(proto, f"subnet{index}", hashlib.sha256(data).hexdigest(), data)
     if isinstance(source, onnx.ModelProto):
         data = source.SerializeToString(deterministic=True)
         proto = onnx.ModelProto()
         proto.CopyFrom(source)
-        return proto, f"subnet{index}", hashlib.sha256(data).hexdigest()
+        return _Parsed(proto, f"subnet{index}", hashlib.sha256(data).hexdigest(), data)
     path = Path(source)
-    proto, data = _read_proto(path)
-    return proto, path.stem, hashlib.sha256(data).hexdigest()
+    proto, data, loaded_external = _read_proto(path)
+    return _Parsed(proto, path.stem, hashlib.sha256(data).hexdigest(),
+                   None if loaded_external else data)
 
 
-def _check(proto: onnx.ModelProto, origin: str) -> None:
+@dataclass(frozen=True)
+class _Checked:
+    """A source parsed and accepted by the checker; see :func:`_read_and_check`."""
+
+    proto: onnx.ModelProto
+    name: str
+    sha256: str
+    origin: str
+
+
+def _read_and_check(source: ModelSource, index: int) -> _Checked:
+    """Parse a source and run the checks on it as given (before its batch is fixed)."""
+    parsed = _to_proto(source, index)
+    origin = str(source) if isinstance(source, str | Path) else parsed.name
+    _check(parsed.proto, origin, parsed.serialized)
+    return _Checked(parsed.proto, parsed.name, parsed.sha256, origin)
+
+
+def _check(proto: onnx.ModelProto, origin: str, serialized: bytes | None = None) -> None:
     if len(proto.graph.node) == 0:
         raise InputError(f"{origin}: the graph has no nodes")
     opsets = {o.domain: o.version for o in proto.opset_import}
@@ -127,10 +173,27 @@ def _check(proto: onnx.ModelProto, origin: str) -> None:
             f"opset_version >= {MIN_OPSET}"
         )
     try:
-        onnx.checker.check_model(proto)
+        _run_checker(proto, serialized)
     except (onnx.checker.ValidationError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{origin}: ONNX checker: {first}") from exc
+
+
+def _run_checker(proto: onnx.ModelProto, serialized: bytes | None) -> None:
+    """Run the ONNX checker, on the bytes the proto was parsed from when there are some.
+
+    ``check_model(proto)`` serializes the whole model, weights included, only for the
+    C++ checker to parse it again; the file's own bytes say the same.
+    """
+    if serialized is not None:
+        try:
+            onnx.checker.check_model(serialized)
+            return
+        except ValueError:
+            # C++ protobuf refused bytes that Python's parser accepted: check the proto
+            # as parsed, as if the bytes had never been kept.
+            pass
+    onnx.checker.check_model(proto)
 
 
 def _fix_batch(proto: onnx.ModelProto, batch: int, origin: str) -> None:
@@ -167,13 +230,83 @@ def _fix_batch(proto: onnx.ModelProto, batch: int, origin: str) -> None:
     del proto.graph.value_info[:]
 
 
-def _infer(proto: onnx.ModelProto, origin: str) -> onnx.ModelProto:
+def _infer(proto: onnx.ModelProto, origin: str) -> None:
+    """Infer shapes into ``proto`` in place, exactly as ``onnx.shape_inference`` would.
+
+    Shape inference runs on a serialized model, and serializing the weights, parsing
+    them in C++ and parsing the result back costs more than the inference itself. So it
+    runs on a copy without the bytes of the weights it only reads the type of, and
+    what it wrote (everything but the initializers, which it never changes) is copied
+    back into ``proto``.
+    """
     try:
-        return onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True,
-                                                 data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            _without_weight_bytes(proto).SerializeToString(), check_type=True,
+            strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{origin}: shape inference failed: {first}") from exc
+    _copy_fields(inferred, proto, skip="graph")
+    _copy_fields(inferred.graph, proto.graph, skip="initializer")
+
+
+# Inputs whose shape inference reads the type only, never the values (for Conv, Gemm and
+# MatMul the weights and biases; for BatchNormalization scale, bias, mean and variance).
+_TYPE_ONLY_INPUTS = {
+    "Conv": frozenset({1, 2}),
+    "Gemm": frozenset({1, 2}),
+    "MatMul": frozenset({0, 1}),
+    "BatchNormalization": frozenset({1, 2, 3, 4}),
+}
+_STRIP_MIN_BYTES = 1024
+
+
+def _without_weight_bytes(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Return a copy of ``proto`` whose large type-only initializers have no bytes.
+
+    Nothing is stripped from a graph with subgraphs, whose nodes could read an outer
+    initializer's values.
+    """
+    graph = proto.graph
+    type_only: dict[str, bool] = {}  # initializer name -> read for its type only
+    for node in graph.node:
+        if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for attr in node.attribute):
+            type_only.clear()
+            break
+        positions = (_TYPE_ONLY_INPUTS.get(node.op_type, frozenset())
+                     if node.domain in ("", "ai.onnx") else frozenset())
+        for position, name in enumerate(node.input):
+            type_only[name] = type_only.get(name, True) and position in positions
+    for value in graph.output:
+        type_only[value.name] = False
+    stripped = onnx.ModelProto()
+    _copy_fields(proto, stripped, skip="graph")
+    stripped.graph.SetInParent()
+    _copy_fields(graph, stripped.graph, skip="initializer")
+    for tensor in graph.initializer:
+        if (type_only.get(tensor.name) and tensor.HasField("raw_data")
+                and len(tensor.raw_data) >= _STRIP_MIN_BYTES):
+            _copy_fields(tensor, stripped.graph.initializer.add(), skip="raw_data")
+        else:
+            stripped.graph.initializer.append(tensor)
+    return stripped
+
+
+def _copy_fields(source: Message, target: Message, *, skip: str) -> None:
+    """Give ``target`` every field of ``source`` except ``skip`` (which it keeps)."""
+    for field in source.DESCRIPTOR.fields:
+        if field.name != skip:
+            target.ClearField(field.name)
+    for field, value in source.ListFields():
+        if field.name == skip:
+            continue
+        if field.is_repeated:
+            getattr(target, field.name).extend(value)
+        elif field.message_type is not None:
+            getattr(target, field.name).CopyFrom(value)
+        else:
+            setattr(target, field.name, value)
 
 
 _MVM_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -187,14 +320,18 @@ def _check_mvm_sizes(proto: onnx.ModelProto, origin: str) -> None:
     a Resize, say) are legitimate and left alone.
     """
     graph = proto.graph
-    shapes = {t.name: list(t.dims) for t in graph.initializer}
+    mvm_nodes = [node for node in graph.node
+                 if node.domain in ("", "ai.onnx") and node.op_type in _MVM_OP_TYPES]
+    wanted = {name for node in mvm_nodes for name in (*node.input, *node.output)}
+    # An initializer's dims win over a value info's; the first value info of a name wins.
+    shapes = {t.name: list(t.dims) for t in graph.initializer if t.name in wanted}
     for value in (*graph.input, *graph.value_info, *graph.output):
-        if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
-            shapes.setdefault(value.name, [d.dim_value if d.HasField("dim_value") else -1
-                                           for d in value.type.tensor_type.shape.dim])
-    for node in graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in _MVM_OP_TYPES:
-            continue
+        if (value.name in wanted and value.name not in shapes
+                and value.type.HasField("tensor_type")
+                and value.type.tensor_type.HasField("shape")):
+            shapes[value.name] = [d.dim_value if d.HasField("dim_value") else -1
+                                  for d in value.type.tensor_type.shape.dim]
+    for node in mvm_nodes:
         for name in (*node.input, *node.output):
             dims = shapes.get(name)
             if name and dims is not None and 0 in dims:
@@ -226,19 +363,27 @@ def load_subnet(source: ModelSource, *, batch: int = 1, index: int = 0) -> Subne
         UnsupportedModelError: opset below 13, or not exactly one input.
 
     """
+    _check_batch(batch)
+    return _build(_read_and_check(source, index), batch)
+
+
+def _check_batch(batch: int) -> None:
     if batch < 1:
         raise InputError(f"batch size must be at least 1, got {batch}")
-    proto, name, digest = _to_proto(source, index)
-    origin = str(source) if isinstance(source, str | Path) else name
-    _check(proto, origin)
+
+
+def _build(checked: _Checked, batch: int) -> SubnetModel:
+    """Fix a checked subnet's batch size, infer its shapes and build its model."""
+    proto, origin = checked.proto, checked.origin
     _fix_batch(proto, batch, origin)
-    proto = _infer(proto, origin)
+    _infer(proto, origin)
     _check_mvm_sizes(proto, origin)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:  # onnx_ir raises several types for malformed protos
         raise InputError(f"{origin}: cannot read the model: {exc}") from exc
-    return SubnetModel(name=name, sha256=digest, model=model, arch=_arch(proto))
+    return SubnetModel(name=checked.name, sha256=checked.sha256, model=model,
+                       arch=_arch(proto))
 
 
 def load_group(sources: Sequence[ModelSource], *, batch: int = 1) -> list[SubnetModel]:
@@ -246,12 +391,25 @@ def load_group(sources: Sequence[ModelSource], *, batch: int = 1) -> list[Subnet
 
     Raises:
         InputError: no model given, or input shapes or types that differ between
-            subnets (the message names both).
+            subnets (the message names both); and what :func:`load_subnet` raises, for
+            the first subnet that fails.
 
     """
     if not sources:
         raise InputError("no model given; a group needs at least one subnet")
-    subnets = [load_subnet(s, batch=batch, index=i) for i, s in enumerate(sources)]
+    _check_batch(batch)
+    subnets = []
+    # Reading and hashing a file release the GIL (onnx's checker and shape inference do
+    # not), so a second thread reads and checks the next file while this one infers
+    # shapes and builds the current one. Errors come in the order of a plain loop.
+    with (_collection_paused(),
+          ThreadPoolExecutor(max_workers=1, thread_name_prefix="enasa-read") as reader):
+        pending = reader.submit(_read_and_check, sources[0], 0)
+        for index in range(len(sources)):
+            checked = pending.result()
+            if index + 1 < len(sources):
+                pending = reader.submit(_read_and_check, sources[index + 1], index + 1)
+            subnets.append(_build(checked, batch))
     first = subnets[0].model.graph.inputs[0]
     for subnet in subnets[1:]:
         value = subnet.model.graph.inputs[0]
@@ -262,6 +420,23 @@ def load_group(sources: Sequence[ModelSource], *, batch: int = 1) -> list[Subnet
                 "shares one input"
             )
     return subnets
+
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block (restoring its state after).
+
+    Loading a group creates some 10^5 IR objects that all outlive the load; the full
+    collections their allocation triggers walk every object of the process and free
+    nothing (about a second of a 64-subnet load).
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _describe(value: ir.Value) -> str:

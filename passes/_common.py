@@ -8,10 +8,12 @@ initializers (``onnx::Conv_123``) differently in every subnet it exports.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx_ir as ir
@@ -20,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEDUP_KEY_PREFIX",
+    "DIGEST_META_KEY",
     "GROUP_SIZE_KEY",
     "MAC_OP_TYPES",
     "SUBNETS_KEY",
@@ -28,9 +31,11 @@ __all__ = [
     "WEIGHT_GROUP_KEY",
     "constant_tensor",
     "count_macs",
+    "digests_in_background",
     "get_subnets",
     "has_static_mac_shapes",
     "set_subnets",
+    "sort_graph",
     "tensor_digest",
     "weight_digest",
     "weight_input",
@@ -84,8 +89,29 @@ def constant_tensor(value: ir.Value | None) -> ir.TensorProtocol | None:
         return None
 
 
+DIGEST_META_KEY = "enasa.sha256"
+"""Tensor ``meta`` key (never serialized) caching :func:`tensor_digest` on the tensor."""
+
+
 def tensor_digest(tensor: ir.TensorProtocol) -> str:
-    """Return a sha256 hex digest of a tensor's dtype name, shape and raw bytes."""
+    """Return a sha256 hex digest of a tensor's dtype name, shape and raw bytes.
+
+    The digest is computed once per tensor object and cached in its ``meta`` store:
+    onnx_ir tensors are immutable, several passes ask for the same weights, and hashing
+    every weight of a full-size group is a large part of a compile.
+    """
+    meta = getattr(tensor, "meta", None)
+    if meta is not None:
+        cached = meta.get(DIGEST_META_KEY)
+        if cached is not None:
+            return str(cached)
+    digest = _compute_digest(tensor)
+    if meta is not None:
+        meta[DIGEST_META_KEY] = digest
+    return digest
+
+
+def _compute_digest(tensor: ir.TensorProtocol) -> str:
     hasher = hashlib.sha256()
     hasher.update(tensor.dtype.name.encode())
     hasher.update(repr(tuple(tensor.shape.numpy())).encode())
@@ -98,6 +124,46 @@ def tensor_digest(tensor: ir.TensorProtocol) -> str:
     else:
         hasher.update(tensor.tobytes())
     return hasher.hexdigest()
+
+
+# Below this size hashing is dominated by Python overhead, which would hold the GIL the
+# foreground thread needs; such tensors are hashed when a pass asks for them.
+_BACKGROUND_MIN_BYTES = 64 * 1024
+
+
+@contextlib.contextmanager
+def digests_in_background(models: Iterable[ir.Model]) -> Iterator[None]:
+    """Hash the large initializers of ``models`` on a worker thread during the block.
+
+    sha256 releases the GIL, so the weights are hashed on another core while the block
+    runs passes; :func:`tensor_digest` then finds the digests cached. The block must not
+    replace the tensors' contents (onnx_ir tensors are immutable, so passes do not). On
+    exit it waits for the worker.
+    """
+    tensors = [
+        value.const_value
+        for model in models
+        for value in model.graph.initializers.values()
+        if value.const_value is not None and _is_large(value.const_value)
+    ]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="enasa-digest") as pool:
+        pool.submit(_digest_all, tensors)
+        yield
+
+
+def _is_large(tensor: ir.TensorProtocol) -> bool:
+    try:
+        return tensor.nbytes >= _BACKGROUND_MIN_BYTES
+    except TypeError:  # a dtype without a fixed width (STRING, UNDEFINED)
+        return False
+
+
+def _digest_all(tensors: list[ir.TensorProtocol]) -> None:
+    for tensor in tensors:
+        try:
+            tensor_digest(tensor)
+        except Exception:  # noqa: BLE001 - hashed again, and reported, when a pass needs it
+            logger.debug("Digest of %s deferred", tensor.name, exc_info=True)
 
 
 def weight_digest(value: ir.Value | None) -> str | None:
@@ -125,6 +191,27 @@ def weight_input(node: ir.Node) -> ir.Value | None:
         if index < len(node.inputs) and constant_tensor(node.inputs[index]) is not None:
             return node.inputs[index]
     return None
+
+
+def sort_graph(graph: ir.Graph) -> None:
+    """Sort a graph's nodes topologically (``Graph.sort``), unless they already are.
+
+    ``Graph.sort`` is stable: on a graph already in topological order it keeps the order,
+    so it can be skipped there, and the graph passes mostly see sorted graphs. The check
+    is a fraction of the sort's cost. Graphs with subgraphs are always sorted.
+    """
+    placed: set[ir.Node] = set()
+    for node in graph:
+        for attr in node.attributes.values():
+            if attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS):
+                graph.sort()
+                return
+        for value in node.inputs:
+            producer = value.producer() if value is not None else None
+            if producer is not None and producer not in placed:
+                graph.sort()
+                return
+        placed.add(node)
 
 
 def static_dims(value: ir.Value | None) -> tuple[int, ...] | None:

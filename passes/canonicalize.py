@@ -11,6 +11,7 @@ are compared: after this pass a Conv-BN-ReLU block is a ``Conv`` (with a bias) a
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ import onnx.reference
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 
-from ._common import constant_tensor, static_dims
+from ._common import constant_tensor, sort_graph, static_dims
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class CanonicalizePass(ir.passes.InPlacePass):
             # frontend has usually inferred them already; re-inferring round-trips the
             # whole model through protobuf, the slowest step of this pass.
             modified |= common_passes.ShapeInferencePass()(model).modified
-        model.graph.sort()
+        sort_graph(model.graph)
 
         opsets = dict(model.opset_imports)
         for _ in range(_MAX_SWEEPS):
@@ -123,7 +124,7 @@ class CanonicalizePass(ir.passes.InPlacePass):
         names = {value.name for value in graph.initializers.values()}
         replacements = []
         for output, array in zip(node.outputs, results, strict=True):
-            tensor = ir.tensor(array, name=output.name)
+            tensor = ir.Tensor(array, name=output.name)
             replacements.append(
                 ir.Value(
                     name=output.name,
@@ -154,13 +155,28 @@ def _fresh_name(taken: set[str | None], base: str) -> str:
     return name
 
 
+def _unused_initializer_name(graph: ir.Graph, base: str) -> str:
+    """Return ``base`` or ``base_1``, ``base_2``... whichever no initializer of graph has."""
+    name, counter = base, 0
+    while name in graph.initializers:
+        counter += 1
+        name = f"{base}_{counter}"
+    return name
+
+
 def _all_shapes_static(graph: ir.Graph) -> bool:
-    return all(static_dims(value) is not None for node in graph for value in node.outputs)
+    return all(value.shape is not None and value.shape.is_static()
+               for node in graph for value in node.outputs)
 
 
 def _is_foldable(node: ir.Node) -> bool:
     """Tell whether a node's outputs can be computed now (see :func:`_evaluate`)."""
     if node.op_type in _NON_DETERMINISTIC_OPS or node.op_type == "Constant":
+        return False
+    if node.op_type not in ("Shape", "CastLike") and not (
+        node.inputs and _all_inputs_constant(node)
+    ):
+        # Most nodes read an activation; rejecting them first skips the checks below.
         return False
     if any(output.is_graph_output() for output in node.outputs):
         # An initializer cannot carry a graph output's name and role safely.
@@ -285,6 +301,20 @@ def _is_inference_dropout(node: ir.Node, opset: int) -> bool:
     return training_mode is not None and not bool(np.asarray(training_mode.numpy()).any())
 
 
+def _scaled_weight(weight: ir.TensorProtocol, channel_factor: np.ndarray) -> ir.Tensor:
+    """Return ``weight`` times the per-output-channel factor, computed in float64."""
+    array = np.asarray(weight.numpy())
+    return ir.Tensor((array.astype(np.float64) * channel_factor).astype(array.dtype))
+
+
+def _register(graph: ir.Graph, name: str, tensor: ir.TensorProtocol,
+              dims: Sequence[int]) -> ir.Value:
+    value = ir.Value(name=name, shape=ir.Shape(dims), type=ir.TensorType(tensor.dtype),
+                     const_value=tensor)
+    graph.register_initializer(value)
+    return value
+
+
 def _constant_arrays(values: Sequence[ir.Value | None]) -> list[np.ndarray] | None:
     arrays = []
     for value in values:
@@ -324,31 +354,28 @@ def fold_batch_norm(graph: ir.Graph, batch_norm: ir.Node) -> bool:
 
     gamma, beta, mean, variance = (array.astype(np.float64) for array in bn_arrays)
     epsilon = batch_norm.attributes.get_float("epsilon", 1e-5)
-    weight_array = np.asarray(weight.numpy())
-    out_channels = weight_array.shape[0]
+    weight_dims = tuple(int(d) for d in weight.shape.numpy())
+    out_channels = weight_dims[0]
     old_bias = (
         np.zeros(out_channels) if bias is None else np.asarray(bias.numpy()).astype(np.float64)
     )
     factor = gamma / np.sqrt(variance + epsilon)
-    broadcast = (out_channels,) + (1,) * (weight_array.ndim - 1)
-    new_weight = (weight_array.astype(np.float64) * factor.reshape(broadcast)).astype(
-        weight_array.dtype
-    )
-    new_bias = ((old_bias - mean) * factor + beta).astype(weight_array.dtype)
+    broadcast = (out_channels,) + (1,) * (len(weight_dims) - 1)
+    channel_factor = factor.reshape(broadcast)
+    new_bias = ((old_bias - mean) * factor + beta).astype(weight.dtype.numpy())
 
-    taken: set[str | None] = set(graph.initializers)
     base = (conv_weight.name if conv_weight is not None else None) or conv.name or "conv"
-    new_values = []
-    for suffix, array in (("bn_weight", new_weight), ("bn_bias", new_bias)):
-        name = _fresh_name(taken, f"{base}_{suffix}")
-        value = ir.Value(
-            name=name,
-            shape=ir.Shape(array.shape),
-            type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-            const_value=ir.tensor(array, name=name),
-        )
-        graph.register_initializer(value)
-        new_values.append(value)
+    weight_name = _unused_initializer_name(graph, f"{base}_bn_weight")
+    # The folded weights are computed each time they are read, not kept: compiling
+    # reads them once (to hash them), and keeping them would add half again to the
+    # memory a full-size group's original weights take.
+    new_weight = ir.LazyTensor(functools.partial(_scaled_weight, weight, channel_factor),
+                               dtype=weight.dtype, shape=ir.Shape(weight_dims),
+                               name=weight_name)
+    new_values = [_register(graph, weight_name, new_weight, weight_dims)]
+    bias_name = _unused_initializer_name(graph, f"{base}_bn_bias")
+    new_values.append(_register(graph, bias_name, ir.Tensor(new_bias, name=bias_name),
+                                new_bias.shape))
     conv.replace_input_with(1, new_values[0])
     if len(conv.inputs) < 3:
         conv.resize_inputs(3)
