@@ -144,6 +144,7 @@ def edge_and_neurosim(full_size_group, tmp_path_factory):
     return plans
 
 
+@pytest.mark.slow
 def test_full_size_group_does_not_fit_edge_and_is_mapped_dynamically(edge_and_neurosim):
     edge = json.loads(edge_and_neurosim["edge"].read_text())
     resident = json.loads(edge_and_neurosim["neurosim-22nm"].read_text())

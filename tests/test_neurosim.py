@@ -198,6 +198,7 @@ def test_leakage_is_neurosims_per_subarray(target):
     assert per_tile_uw == pytest.approx(REFERENCE["layers"][7]["leakage_power_uw"], rel=1e-3)
 
 
+@pytest.mark.slow
 def test_full_size_spos_subnet_energy_per_mac_is_in_neurosims_range(tmp_path):
     """A 224x224 SPOS subnet (every choice 1): the README's 0.26 pJ/MAC, 7.75 TOPS/W.
 
