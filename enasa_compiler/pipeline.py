@@ -224,7 +224,10 @@ def map_program(
 class CompileResult:
     """Everything a compile produced, for callers that want more than the plan.
 
-    ``stage_s`` holds the wall time of each stage of :data:`STAGES`.
+    ``stage_s`` holds the wall time of each stage of :data:`STAGES`. ``subnets`` keep
+    each subnet's name, source hash and architecture; their ``model`` graphs were
+    moved into ``group_model`` by the merge (no copy of every weight is made), so they
+    are empty afterwards: load the files again to get a subnet's own graph.
     """
 
     plan: Plan

@@ -221,7 +221,8 @@ def _operator_key(node: ir.Node) -> Hashable | None:
 def _merge_equal_nodes(graph: ir.Graph) -> int:
     """Merge nodes with equal keys in topological order; return how many were merged."""
     kept_by_key: dict[Hashable, ir.Node] = {}
-    merged = 0
+    subnets_of: dict[ir.Node, set[int]] = {}  # kept node -> subnets merged into it
+    merged: list[ir.Node] = []
     for node in list(graph):
         key = _operator_key(node)
         if key is None:
@@ -229,12 +230,17 @@ def _merge_equal_nodes(graph: ir.Graph) -> int:
         kept = kept_by_key.setdefault(key, node)
         if kept is node:
             continue
-        set_subnets(kept, (*get_subnets(kept), *get_subnets(node)))
+        subnets_of.setdefault(kept, set(get_subnets(kept))).update(get_subnets(node))
         _reroute_outputs(graph, removed=node, kept=kept)
-        graph.remove(node, safe=True)
-        merged += 1
+        merged.append(node)
         logger.debug("Merged %s '%s' into '%s'", node.op_type, node.name, kept.name)
-    return merged
+    # Tags and removals are applied once at the end: rewriting a tag of up to G subnets on
+    # every merge, or a ``Graph.remove`` call (which walks all the graph's outputs) per
+    # node, would grow with the square of the group size.
+    for kept, subnets in subnets_of.items():
+        set_subnets(kept, subnets)
+    graph.remove(merged, safe=True)
+    return len(merged)
 
 
 def _reroute_outputs(graph: ir.Graph, removed: ir.Node, kept: ir.Node) -> None:
@@ -245,7 +251,10 @@ def _reroute_outputs(graph: ir.Graph, removed: ir.Node, kept: ir.Node) -> None:
     kept value that keeps the old name and the removed node's subnet tag.
     """
     for old, new in zip(removed.outputs, kept.outputs, strict=True):
-        for index, output in enumerate(graph.outputs):
+        # Only a graph output needs the scan of the outputs (one per subnet): scanning
+        # them for every merged node would grow with the square of the group size.
+        outputs = enumerate(graph.outputs) if old.is_graph_output() else iter(())
+        for index, output in outputs:
             if output is not old:
                 continue
             identity = ir.node("Identity", inputs=[new], name=f"{removed.name}_identity")

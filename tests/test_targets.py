@@ -144,15 +144,12 @@ def test_bad_field_is_named(edit, message):
      (_set("crossbar.read_pulse_ns", "10 us"), "crossbar.read_pulse_ns")],
 )
 def test_bad_target_file_exits_2_naming_the_field(edit, field, tmp_path, capsys,
-                                                  group4_result):
+                                                  group4_result, group4_files):
     data = load_target("neurosim-22nm").to_dict()
     edit(data)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(data))
-    model = tmp_path / "m.onnx"
-    import onnx_ir as ir
-
-    ir.save(group4_result.subnets[0].model, model)
+    model = group4_files[0]
     assert main(["compile", str(model), "-t", str(bad), "-o", str(tmp_path / "p.json")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"field {field}" in err
