@@ -9,12 +9,10 @@ read from inside the model's folder.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import onnx_ir as ir
 from google.protobuf.message import DecodeError, Message
 from onnx import external_data_helper
 
+from enasa_compiler._gc import collector_paused
 from enasa_compiler.errors import InputError, UnsupportedModelError
 
 logger = logging.getLogger(__name__)
@@ -402,7 +401,7 @@ def load_group(sources: Sequence[ModelSource], *, batch: int = 1) -> list[Subnet
     # Reading and hashing a file release the GIL (onnx's checker and shape inference do
     # not), so a second thread reads and checks the next file while this one infers
     # shapes and builds the current one. Errors come in the order of a plain loop.
-    with (_collection_paused(),
+    with (collector_paused(),
           ThreadPoolExecutor(max_workers=1, thread_name_prefix="enasa-read") as reader):
         pending = reader.submit(_read_and_check, sources[0], 0)
         for index in range(len(sources)):
@@ -420,23 +419,6 @@ def load_group(sources: Sequence[ModelSource], *, batch: int = 1) -> list[Subnet
                 "shares one input"
             )
     return subnets
-
-
-@contextlib.contextmanager
-def _collection_paused() -> Iterator[None]:
-    """Pause the cyclic garbage collector for the block (restoring its state after).
-
-    Loading a group creates some 10^5 IR objects that all outlive the load; the full
-    collections their allocation triggers walk every object of the process and free
-    nothing (about a second of a 64-subnet load).
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _describe(value: ir.Value) -> str:

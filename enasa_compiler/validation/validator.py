@@ -19,13 +19,12 @@ are what it checks (docs/validation.md).
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from enasa_compiler._gc import collector_paused
 from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
 from enasa_compiler.plan import Plan, read_plan_json
@@ -223,24 +222,8 @@ def validate(
             be read, or is not JSON.
 
     """
-    with _collector_paused():
+    with collector_paused():
         return _validate(plan, models, target, initial_state, max_per_kind, prove)
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Pause Python's cycle collector while a plan's many small objects are built.
-
-    A 100,000-tile plan allocates millions of objects, none in a cycle; the collector
-    would walk them again and again (a fifth of the time). It is resumed after.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
 
 
 def _validate(

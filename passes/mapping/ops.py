@@ -36,11 +36,11 @@ ranking buys.
 from __future__ import annotations
 
 import enum
-import gc
 import heapq
 import logging
 from collections.abc import Sequence
 
+from enasa_compiler._gc import collector_paused
 from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
 from enasa_compiler.ir import (
@@ -452,14 +452,9 @@ def schedule_ops(
     # pass over a heap that still holds the group's ONNX models costs more than the
     # scheduling itself (seen as 40-ms outliers on 16-subnet groups). Nothing here
     # makes reference cycles, so collection waits until the schedule is built.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         schedule = _Scheduler(program, target, costs or price(program, target), resolved,
                               dict(initial or {}), policy).run()
-    finally:
-        if collecting:
-            gc.enable()
     logger.info("OPS %s: %s, %s", resolved, plural(len(schedule.compute), "compute event"),
                 plural(len(schedule.program), "program event"))
     return schedule
