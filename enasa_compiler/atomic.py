@@ -14,18 +14,20 @@ FIFO, or a read-only file.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import stat
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from enasa_compiler.errors import InputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["check_output_path", "remove_pending", "write_atomic"]
+__all__ = ["check_output_path", "json_text", "remove_pending", "write_atomic"]
 
 _pending: set[Path] = set()
 """Temporary files opened and not yet renamed or removed."""
@@ -86,6 +88,25 @@ def check_output_path(
     if not os.access(parent, os.W_OK):
         raise InputError(f"cannot write {path}: folder {parent} is not writable")
     return path
+
+
+def json_text(data: Any, what: str, **options: Any) -> str:
+    """``json.dumps`` that refuses NaN and infinities instead of writing them.
+
+    Python writes them as bare ``NaN`` / ``Infinity``, which is not JSON: other
+    readers (and this toolchain's own plan reader) reject the file, and a figure that
+    is NaN says nothing. ``options`` go to ``json.dumps`` (``indent``, ``sort_keys``).
+
+    Raises:
+        InputError: ``data`` holds a NaN or infinite number; the message names
+            ``what`` was being written.
+
+    """
+    try:
+        return json.dumps(data, allow_nan=False, **options)
+    except ValueError as exc:
+        raise InputError(f"refusing to write {what}: it would hold NaN or Infinity, which "
+                         "JSON cannot carry (a figure of the input is out of range)") from exc
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:

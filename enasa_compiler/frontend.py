@@ -12,16 +12,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 from google.protobuf.message import DecodeError, Message
-from onnx import external_data_helper
+from onnx import external_data_helper, numpy_helper
 
+from enasa_compiler import budgets
 from enasa_compiler._gc import collector_paused
 from enasa_compiler.errors import InputError, UnsupportedModelError
 
@@ -82,6 +86,12 @@ def _read_proto(path: Path) -> tuple[onnx.ModelProto, bytes, bool]:
 def _load_external_data(proto: onnx.ModelProto, folder: Path, origin: str) -> bool:
     """Read external tensors, refusing any location that leaves the model's folder.
 
+    Each tensor's size comes from its dims and data type; only that many bytes are
+    read, at the declared offset, after checking the memory budget and the file's
+    length, so a small tensor pointing into a huge (or sparse) file reads its own
+    bytes and nothing else. onnx's loader is not used: it reads to the end of the file
+    when no length is given and raises bare exceptions on malformed entries.
+
     Returns:
         Whether the model has external tensors (now loaded into the proto).
 
@@ -92,21 +102,88 @@ def _load_external_data(proto: onnx.ModelProto, folder: Path, origin: str) -> bo
         return False
     base = folder.resolve()
     for tensor in external:
-        info = external_data_helper.ExternalDataInfo(tensor)
-        location = Path(info.location)
-        resolved = (base / location).resolve()
-        if location.is_absolute() or not resolved.is_relative_to(base):
-            raise InputError(
-                f"{origin}: tensor '{tensor.name}' points to external data outside the "
-                f"model's folder ({info.location}); refused"
-            )
-        if not resolved.is_file():
-            raise InputError(f"{origin}: external data file {info.location} is missing")
-    try:
-        external_data_helper.load_external_data_for_model(proto, str(base))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"{origin}: cannot read external data: {exc}") from exc
+        _read_external_tensor(tensor, base, origin)
     return True
+
+
+_EXTERNAL_KEYS = frozenset({"location", "offset", "length", "checksum", "basepath"})
+# Types stored two elements per byte (onnx packs 4-bit types).
+_PACKED_4BIT = frozenset(getattr(onnx.TensorProto, name) for name in
+                         ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, name))
+
+
+def _tensor_bytes(tensor: onnx.TensorProto, origin: str) -> int:
+    """Bytes the raw data of ``tensor`` must hold, from its dims and data type."""
+    what = f"{origin}: tensor '{tensor.name}'"
+    if tensor.data_type == onnx.TensorProto.STRING:
+        raise InputError(f"{what} is a string tensor stored as external data; refused")
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"{what} has unknown data type {tensor.data_type}") from exc
+    if any(d < 0 for d in tensor.dims):
+        raise InputError(f"{what} has a negative dimension {list(tensor.dims)}")
+    elements = math.prod(tensor.dims)
+    declared = (elements + 1) // 2 if tensor.data_type in _PACKED_4BIT else elements * itemsize
+    budgets.check_bytes(what, declared)
+    return declared
+
+
+def _external_entry(tensor: onnx.TensorProto, origin: str) -> tuple[str, int, int | None]:
+    """Return the location, offset and declared length of an external tensor, checked."""
+    what = f"{origin}: tensor '{tensor.name}'"
+    entries = {entry.key: entry.value for entry in tensor.external_data}
+    for key in sorted(set(entries) - _EXTERNAL_KEYS):
+        logger.info("%s: ignoring unknown external-data key '%s'", what, key[:64])
+    location = entries.get("location", "")
+    if not location or "\0" in location:
+        raise InputError(f"{what} has an empty or malformed external data location")
+    numbers: dict[str, int | None] = {}
+    for key in ("offset", "length"):
+        text = entries.get(key)
+        if text is None:
+            numbers[key] = None
+            continue
+        if not text.isascii() or not text.isdigit() or len(text) > 20:
+            raise InputError(f"{what}: external data {key} must be a non-negative integer, "
+                             f"got {text[:40]!r}")
+        numbers[key] = int(text)
+    return location, numbers["offset"] or 0, numbers["length"]
+
+
+def _read_external_tensor(tensor: onnx.TensorProto, base: Path, origin: str) -> None:
+    """Load one external tensor's bytes into ``tensor`` (which then holds raw data)."""
+    location, offset, length = _external_entry(tensor, origin)
+    path = Path(location)
+    resolved = (base / path).resolve()
+    if path.is_absolute() or not resolved.is_relative_to(base):
+        raise InputError(
+            f"{origin}: tensor '{tensor.name}' points to external data outside the "
+            f"model's folder ({location}); refused"
+        )
+    if not resolved.is_file():
+        raise InputError(f"{origin}: external data file {location} is missing")
+    needed = _tensor_bytes(tensor, origin)
+    if length is not None and length != needed:
+        raise InputError(f"{origin}: tensor '{tensor.name}' declares {length} bytes of "
+                         f"external data but its shape {list(tensor.dims)} needs {needed}")
+    try:
+        with resolved.open("rb") as handle:
+            available = os.fstat(handle.fileno()).st_size
+            if offset + needed > available:
+                raise InputError(f"{origin}: tensor '{tensor.name}' needs bytes "
+                                 f"{offset}..{offset + needed} of {location}, which holds "
+                                 f"{available}")
+            handle.seek(offset)
+            data = handle.read(needed)
+    except OSError as exc:
+        raise InputError(f"{origin}: cannot read external data {location}: "
+                         f"{exc.strerror or exc}") from exc
+    if len(data) != needed:
+        raise InputError(f"{origin}: external data {location} ended early")
+    tensor.raw_data = data
+    del tensor.external_data[:]
+    tensor.data_location = onnx.TensorProto.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -171,11 +248,61 @@ def _check(proto: onnx.ModelProto, origin: str, serialized: bytes | None = None)
             f"{origin}: opset {default_opset} is older than {MIN_OPSET}; re-export with "
             f"opset_version >= {MIN_OPSET}"
         )
+    if default_opset > onnx.defs.onnx_opset_version():
+        raise UnsupportedModelError(
+            f"{origin}: opset {default_opset} is newer than {onnx.defs.onnx_opset_version()}, "
+            "the newest this installation knows"
+        )
+    if len(proto.graph.output) == 0:
+        raise InputError(f"{origin}: the graph has no outputs; a subnet must produce one")
+    _check_node_names(proto, origin)
+    _check_weights(proto, origin)
     try:
         _run_checker(proto, serialized)
     except (onnx.checker.ValidationError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{origin}: ONNX checker: {first}") from exc
+
+
+def _check_node_names(proto: onnx.ModelProto, origin: str) -> None:
+    """Refuse two nodes of one name: operators, plans and reports are keyed by it."""
+    seen: set[str] = set()
+    for node in proto.graph.node:
+        if node.name and node.name in seen:
+            raise InputError(f"{origin}: two nodes are named '{node.name[:80]}'; node names "
+                             "must be unique")
+        seen.add(node.name)
+
+
+_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
+                          onnx.TensorProto.FLOAT16})
+
+
+def _check_weights(proto: onnx.ModelProto, origin: str) -> None:
+    """Check every initializer's declared size, its bytes and its values.
+
+    The size a tensor declares (dims times its type's width) must fit the memory
+    budget, and raw bytes must be exactly that long: onnx's checker refuses too few
+    but accepts too many, which onnxruntime then refuses at ``--execute``. A NaN or
+    infinite weight cannot be programmed into a cell: it would compile into a plan
+    whose outputs are NaN, which a ``max()`` over errors reads as zero.
+    """
+    for tensor in proto.graph.initializer:
+        what = f"{origin}: weight '{tensor.name}'"
+        if tensor.data_type == onnx.TensorProto.STRING or any(d < 0 for d in tensor.dims):
+            continue  # the checker names these
+        needed = _tensor_bytes(tensor, origin)
+        if tensor.HasField("raw_data") and len(tensor.raw_data) > needed:
+            raise InputError(f"{what} holds {len(tensor.raw_data)} bytes of raw data but "
+                             f"its shape {list(tensor.dims)} needs {needed}")
+        if tensor.data_type not in _FLOAT_TYPES or needed == 0:
+            continue
+        try:
+            values = numpy_helper.to_array(tensor)
+        except (ValueError, TypeError):
+            continue  # too few bytes: the checker's message says so
+        if not np.isfinite(values).all():
+            raise InputError(f"{what} holds NaN or infinite values")
 
 
 def _run_checker(proto: onnx.ModelProto, serialized: bytes | None) -> None:
@@ -340,6 +467,29 @@ def _check_mvm_sizes(proto: onnx.ModelProto, origin: str) -> None:
                 )
 
 
+def _check_value_sizes(proto: onnx.ModelProto, origin: str) -> None:
+    """Refuse a value whose inferred size (at the compiled batch) is over the budget.
+
+    A Tile, Pad or Expand can ask for hundreds of GiB from a model of a few hundred
+    bytes; compiling only prices it, but ``simulate --execute`` and onnxruntime would
+    allocate it, so it is refused here, where the shapes are first known.
+    """
+    graph = proto.graph
+    for value in (*graph.value_info, *graph.output):
+        tensor_type = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
+            continue
+        dims = [d.dim_value for d in tensor_type.shape.dim if d.HasField("dim_value")]
+        if not dims or tensor_type.elem_type == onnx.TensorProto.STRING:
+            continue
+        try:
+            itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
+        except (KeyError, ValueError, TypeError):
+            continue
+        budgets.check_bytes(f"{origin}: value '{value.name[:80]}' (shape {dims})",
+                            float(math.prod(dims)) * itemsize)
+
+
 def _arch(proto: onnx.ModelProto) -> tuple[int, ...] | None:
     for prop in proto.metadata_props:
         if prop.key == "enasa.arch":
@@ -367,8 +517,8 @@ def load_subnet(source: ModelSource, *, batch: int = 1, index: int = 0) -> Subne
 
 
 def _check_batch(batch: int) -> None:
-    if batch < 1:
-        raise InputError(f"batch size must be at least 1, got {batch}")
+    if not 1 <= batch <= _MAX_DIM:
+        raise InputError(f"batch size must be between 1 and {_MAX_DIM}, got {batch}")
 
 
 def _build(checked: _Checked, batch: int) -> SubnetModel:
@@ -376,6 +526,7 @@ def _build(checked: _Checked, batch: int) -> SubnetModel:
     proto, origin = checked.proto, checked.origin
     _fix_batch(proto, batch, origin)
     _infer(proto, origin)
+    _check_value_sizes(proto, origin)
     _check_mvm_sizes(proto, origin)
     try:
         model = ir.serde.deserialize_model(proto)

@@ -111,8 +111,11 @@ def test_corpus_has_every_kind_of_case(manifest: dict[str, Any], corpus: Path) -
         assert any((corpus / name).iterdir()), f"{name}: no files"
     prefixes = {name.split("-")[0] for name in manifest}
     assert {"model", "group", "external", "target", "plan", "npz", "checkpoint"} <= prefixes
-    sizes = [p.stat().st_size for p in corpus.rglob("*") if p.is_file()]
+    # Small files only, but for the zip bomb, whose point is 4 MB inflating to 4 GiB.
+    sizes = [p.stat().st_size for p in corpus.rglob("*")
+             if p.is_file() and p.parent.name != "npz-zip-bomb"]
     assert max(sizes) < 128 * 1024
+    assert (corpus / "npz-zip-bomb" / "in.npz").stat().st_size < 5 << 20
 
 
 def test_target_fields_are_found_by_name_at_any_depth() -> None:
@@ -269,3 +272,50 @@ def test_hostile_arch_metadata_is_ignored(arch: str, tmp_path: Path,
     plan = tmp_path / "plan.json"
     assert main(["compile", str(path), "-o", str(plan), "-q"]) == 0, capsys.readouterr().err
     assert json.loads(plan.read_text())["subnets"][0]["arch"] is None
+
+
+# ---- every hostile input within 1 GiB (issue #16) -------------------------------------
+_MEMORY_SCRIPT = """
+import contextlib, io, json, resource, sys, tempfile
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import make_corpus
+import onnxruntime, torch  # imported before the limit: it bounds what inputs make us take
+from enasa_compiler.cli import main
+def vm_size():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmSize:"):
+            return int(line.split()[1]) * 1024
+limit = vm_size() + (1 << 30)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+root, results = Path(sys.argv[1]), {}
+for case in make_corpus.load_manifest(root):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(case.command(root / case.name, tempfile.mkdtemp()))
+        except MemoryError:
+            code = "MemoryError"
+    results[case.name] = [code, err.getvalue()]
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps({"peak_rss_bytes": peak, "results": results}))
+"""
+
+
+def test_every_hostile_input_stays_within_1_gib(corpus: Path,
+                                                manifest: dict[str, Any]) -> None:
+    """All cases in one process whose address space may grow 1 GiB past its imports.
+
+    ``RLIMIT_AS`` is set after importing onnxruntime and torch (their mappings alone
+    are several GiB of address space on some builds, which a flat 1 GiB limit would
+    turn into an import failure, not a finding), so any input making the toolchain
+    allocate over 1 GiB ends in a MemoryError, which the check below refuses. The
+    peak RSS of the whole run, imports included, must also stay under 1 GiB.
+    """
+    result = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT, str(corpus),
+                             str(CORPUS_DIR)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout.splitlines()[-1])
+    for name, (code, err) in report["results"].items():
+        assert "MemoryError" not in err and code == manifest[name].exit_code, (name, err)
+    assert report["peak_rss_bytes"] < 1 << 30, report["peak_rss_bytes"]

@@ -154,13 +154,16 @@ def test_bad_target_file_exits_2_naming_the_field(edit, field, tmp_path, capsys,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"field {field}" in err
     assert not (tmp_path / "p.json").exists()
-    # A plan whose embedded target is broken the same way: simulate refuses it, naming it.
+    # A plan whose embedded target is broken the same way: the plan reads but fails its
+    # checks, so simulate, validate and report all exit 1, naming the field (issue #16).
     plan = group4_result.plan.to_dict()
     edit(plan["target"])
     broken = tmp_path / "plan.json"
     broken.write_text(json.dumps(plan))
-    assert main(["simulate", str(broken)]) == 2
+    assert main(["simulate", str(broken)]) == 1
     assert f"field {field}" in capsys.readouterr().err
+    assert main(["validate", str(broken)]) == 1
+    assert f"field {field}" in capsys.readouterr().out
 
 
 def test_unknown_target_and_bad_json(tmp_path):

@@ -16,6 +16,8 @@ import os
 import sys
 from typing import Any
 
+from enasa_compiler.atomic import json_text
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["PipeSafeStdout", "emit", "print_json_error", "show_progress"]
@@ -24,7 +26,7 @@ __all__ = ["PipeSafeStdout", "emit", "print_json_error", "show_progress"]
 def emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
     """Print a command's result: ``data`` as JSON with ``--json``, else ``text``."""
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=1, sort_keys=True))
+        print(json_text(data, "the --json result", indent=1, sort_keys=True))
     elif not getattr(args, "quiet", False):
         print(text)
 

@@ -24,7 +24,9 @@ import copy
 import io
 import json
 import os
+import struct
 import sys
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
 from importlib import resources
@@ -36,7 +38,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 __all__ = ["MANIFEST", "MARKER", "PRESET", "Case", "cases", "find_parent", "generate",
-           "load_manifest", "main", "tiny_model"]
+           "load_manifest", "main", "tiny_model", "zip_bomb"]
 
 MANIFEST = "manifest.json"
 PRESET = "neurosim-22nm"
@@ -210,6 +212,79 @@ def _external(model: onnx.ModelProto, location: str) -> onnx.ModelProto:
     return model
 
 
+def _duplicate_node_names() -> onnx.ModelProto:
+    model = tiny_model()
+    model.graph.node[1].name = "conv"
+    return model
+
+
+def _no_outputs() -> onnx.ModelProto:
+    model = tiny_model()
+    del model.graph.output[:]
+    return model
+
+
+def _nan_weight() -> onnx.ModelProto:
+    model = tiny_model()
+    values = numpy_helper.to_array(model.graph.initializer[0]).copy()
+    values[0, 0, 0, 0] = np.nan
+    model.graph.initializer[0].CopyFrom(numpy_helper.from_array(values, "w"))
+    return model
+
+
+def _raw_data_too_long() -> onnx.ModelProto:
+    """The conv weight holds 4 bytes more than its 108 floats need."""
+    model = tiny_model()
+    model.graph.initializer[0].raw_data += b"\0" * 4
+    return model
+
+
+def _fold_bomb() -> onnx.ModelProto:
+    """~800 bytes: ConstantOfShape of Abs([-1, -4, -8, -10**8]), 3.2e9 floats if folded.
+
+    Shape inference cannot see through the Abs, so the size is only known once Abs is
+    folded; the canonicalizer must refuse the ConstantOfShape before evaluating it.
+    """
+    model = tiny_model()
+    graph = model.graph
+    graph.node[1].output[0] = "r"
+    graph.initializer.append(numpy_helper.from_array(
+        np.array([-1, -4, -8, -10**8], np.int64), "shape"))
+    zero = helper.make_tensor("zero", TensorProto.FLOAT, [1], [0.0])
+    graph.node.extend([
+        helper.make_node("Abs", ["shape"], ["size"], name="abs"),
+        helper.make_node("ConstantOfShape", ["size"], ["big"], name="fill", value=zero),
+        helper.make_node("ReduceMax", ["big"], ["small"], name="reduce", axes=[3]),
+        helper.make_node("Add", ["r", "small"], ["y"], name="add")])
+    return model
+
+
+def _tile_bomb() -> onnx.ModelProto:
+    """A Tile whose (statically known) output is 2 GiB: compiling prices it, running
+    it would allocate it."""
+    model = tiny_model()
+    graph = model.graph
+    graph.node[1].output[0] = "r"
+    graph.initializer.append(numpy_helper.from_array(
+        np.array([1, 1, 1, 1 << 21], np.int64), "repeats"))
+    graph.node.extend([
+        helper.make_node("Tile", ["r", "repeats"], ["tiled"], name="tile"),
+        helper.make_node("ReduceMax", ["tiled"], ["y"], name="reduce", axes=[3])])
+    return model
+
+
+def _external_entries(location: str, offset: str, length: str) -> onnx.ModelProto:
+    """The conv weight as external data with these raw entries (432 bytes in w.bin)."""
+    model = tiny_model()
+    tensor = model.graph.initializer[0]
+    tensor.ClearField("raw_data")
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", offset), ("length", length)):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    return model
+
+
 def _write(folder: Path, rel: str, content: onnx.ModelProto | bytes | str) -> Path:
     """Write one file of a case; a model's bytes as they are (no external-data handling)."""
     path = folder / rel
@@ -287,7 +362,8 @@ def _model_cases() -> list[Case]:
              "an input dimension of 2**40",
              build=model(lambda: tiny_model(input_shape=[1, 3, 1 << 40, 8]))),
         Case("model-huge-initializer-dims", _ONE, 2,
-             r"tensor name: w\) raw_data size \(432 bytes\) is too small for the declared",
+             r"tensor 'w' declares 110592\.0 GiB, over the 1\.0 GiB budget; refused before "
+             r"allocating it",
              "a weight declaring 2**40 x 27 elements, holding 108",
              build=model(_huge_initializer)),
         Case("model-two-inputs", _ONE, 2, r"takes exactly one input, this one takes 2",
@@ -315,6 +391,56 @@ def _model_cases() -> list[Case]:
         Case("external-missing", _ONE, 2, r"external data file w\.bin is missing",
              "external data whose file does not exist",
              build=model(lambda: _external(tiny_model(), "w.bin"))),
+        # Issue #16: inputs that crashed (exit 3) or exhausted the machine.
+        Case("model-duplicate-node-names", _ONE, 2,
+             r"two nodes are named 'conv'; node names must be unique",
+             "two nodes named conv", build=model(_duplicate_node_names)),
+        Case("model-no-outputs", _ONE, 2, r"the graph has no outputs",
+             "a graph without outputs", build=model(_no_outputs)),
+        Case("model-nan-weight", _ONE, 2, r"weight 'w' holds NaN or infinite values",
+             "a NaN in the conv weight", build=model(_nan_weight)),
+        Case("model-opset-too-new", _ONE, 2, r"opset 99 is newer than \d+",
+             "opset 99", build=model(lambda: tiny_model(opset=99))),
+        Case("model-raw-data-too-long", _ONE, 2,
+             r"weight 'w' holds 436 bytes of raw data but its shape \[4, 3, 3, 3\] "
+             r"needs 432",
+             "raw data 4 bytes longer than the weight's dims",
+             build=model(_raw_data_too_long)),
+        Case("model-fold-bomb", _ONE, 2,
+             r"node 'fill' \(ConstantOfShape\) would produce 3\.2e\+09 elements when folded",
+             "a ConstantOfShape of 3.2e9 floats hidden behind Abs (800 bytes)",
+             build=model(_fold_bomb)),
+        Case("model-tile-bomb", _ONE, 2,
+             r"value 'tiled' \(shape \[1, 4, 8, 16777216\]\) declares 2\.0 GiB, over the "
+             r"1\.0 GiB budget", "a Tile whose output is 2 GiB", build=model(_tile_bomb)),
+        Case("model-batch-huge", (*_ONE, "--batch", "100000000000000000000"), 2,
+             r"batch size must be between 1 and \d+, got 100000000000000000000",
+             "--batch 10**20", build=model(tiny_model)),
+        Case("external-negative-offset", _ONE, 2,
+             r"tensor 'w': external data offset must be a non-negative integer, got '-5'",
+             "external data at offset -5", build=_files({
+                 "a.onnx": lambda: _external_entries("w.bin", "-5", "432"),
+                 "w.bin": lambda: b"\0" * 432})),
+        Case("external-text-offset", _ONE, 2,
+             r"tensor 'w': external data offset must be a non-negative integer, got 'abc'",
+             "external data at offset 'abc'", build=_files({
+                 "a.onnx": lambda: _external_entries("w.bin", "abc", "432"),
+                 "w.bin": lambda: b"\0" * 432})),
+        Case("external-nul-location", _ONE, 2,
+             r"tensor 'w' has an empty or malformed external data location",
+             "a NUL byte in the external data location", build=_files({
+                 "a.onnx": lambda: _external_entries("w\0.bin", "0", "432"),
+                 "w.bin": lambda: b"\0" * 432})),
+        Case("external-length-too-long", _ONE, 2,
+             r"tensor 'w' declares 4294967296 bytes of external data but its shape "
+             r"\[4, 3, 3, 3\] needs 432", "a 108-float tensor declaring 4 GiB of data",
+             build=_files({"a.onnx": lambda: _external_entries("w.bin", "0", str(1 << 32)),
+                           "w.bin": lambda: b"\0" * 432})),
+        Case("external-past-end-of-file", _ONE, 2,
+             r"tensor 'w' needs bytes 100\.\.532 of w\.bin, which holds 432",
+             "an offset that runs the tensor past the end of its file", build=_files({
+                 "a.onnx": lambda: _external_entries("w.bin", "100", "432"),
+                 "w.bin": lambda: b"\0" * 432})),
     ]
 
 
@@ -358,6 +484,16 @@ def _target(edit: Callable[[dict[str, Any]], None]) -> Callable[[], str]:
         data = preset_target()
         edit(data)
         return json.dumps(data, indent=1)
+    return make
+
+
+def _target_text(key: str, literal: str) -> Callable[[], str]:
+    """A target file's text with ``key``'s value replaced by ``literal`` (NaN, Infinity),
+    which ``json.dumps`` would not write for us."""
+    def make() -> str:
+        data = preset_target()
+        find_parent(data, key)[key] = "@@"
+        return json.dumps(data, indent=1).replace('"@@"', literal, 1)
     return make
 
 
@@ -413,6 +549,32 @@ def _target_cases() -> list[Case]:
         Case("target-huge-integer", argv, 2, r"target\.json is not valid JSON",
              "a 5000-digit integer in a target file",
              build=with_target(lambda: '{"version": ' + _HUGE_INT + "}")),
+        # Python's JSON reader takes NaN and Infinity; JSON Schema's bounds pass NaN.
+        Case("target-nan-resistance", argv, 2, r"field crossbar\.r_on_ohm: nan is not a "
+             "finite number", "NaN in r_on_ohm",
+             build=with_target(_target_text("r_on_ohm", "NaN"))),
+        Case("target-nan-clock", argv, 2, r"field clock_ghz: nan is not a finite number",
+             "NaN in clock_ghz", build=with_target(_target_text("clock_ghz", "NaN"))),
+        Case("target-nan-area", argv, 2, r"field crossbar\.area_mm2: nan is not a finite",
+             "NaN in the crossbar's area",
+             build=with_target(_target_text("area_mm2", "NaN"))),
+        Case("target-infinite-adc-energy", argv, 2,
+             r"field pe\.adc\.pj_per_conversion: inf is not a finite number",
+             "Infinity in the ADC energy",
+             build=with_target(_target_text("pj_per_conversion", "Infinity"))),
+        Case("target-float-count", argv, 2,
+             r"field chip\.crossbars: 4096\.0 is not an integer \(a count: write 4096\)",
+             "crossbars: 4096.0", build=with_target(_target(_set("crossbars", 4096.0)))),
+        Case("target-tiny-clock", argv, 2,
+             r"field clock_ghz: 1e-300 is less than the minimum of 0\.001",
+             "a clock of 1e-300 GHz", build=with_target(_target(_set("clock_ghz", 1e-300)))),
+        Case("target-zero-crossbar-area", argv, 2,
+             r"field crossbar\.area_mm2: 0 is less than the minimum",
+             "a crossbar of zero area", build=with_target(_target(
+                 lambda data: data["crossbar"].__setitem__("area_mm2", 0)))),
+        Case("target-zero-resistance", argv, 2,
+             r"field crossbar\.r_on_ohm: 0 is less than the minimum of 1",
+             "r_on_ohm 0", build=with_target(_target(_set("r_on_ohm", 0)))),
     ]
 
 
@@ -455,21 +617,85 @@ def _with_plan(
     edit: Callable[[dict[str, Any]], Any] | None = None,
     text: str | bytes | None = None,
     inputs: Callable[[Path], bytes] | None = None,
+    text_edit: Callable[[str], str] | None = None,
 ) -> Builder:
     """A builder writing the base model, its plan (edited, or ``text`` instead) and,
-    given ``inputs`` (called with the case's folder), the ``in.npz`` it returns."""
+    given ``inputs`` (called with the case's folder), the ``in.npz`` it returns;
+    ``text_edit`` rewrites the plan's JSON text (for what ``json.dumps`` will not write)."""
     def build(folder: Path, shared: Shared) -> None:
         _write(folder, "a.onnx", shared.model_bytes)
         if text is None:
             plan = shared.plan()
             if edit is not None:
                 edit(plan)
-            _write(folder, "plan.json", json.dumps(plan, indent=1))
+            plan_text = json.dumps(plan, indent=1)
+            _write(folder, "plan.json", plan_text if text_edit is None
+                   else text_edit(plan_text))
         else:
             _write(folder, "plan.json", text)
         if inputs is not None:
             _write(folder, "in.npz", inputs(folder))
     return build
+
+
+def _two_blank_images(folder: Path) -> bytes:
+    return _npz(images=np.zeros((2, 3, 8, 8), np.float32))
+
+
+def _nan_clock(text: str) -> str:
+    assert text.count('"clock_ghz": 1.0') == 1
+    return text.replace('"clock_ghz": 1.0', '"clock_ghz": NaN')
+
+
+def _float_count(plan: dict[str, Any]) -> None:
+    find_parent(plan["target"], "crossbars")["crossbars"] = 4096.0
+
+
+def zip_bomb(inflated_bytes: int) -> bytes:
+    """An ``.npz`` whose one member (``images.npy``, zeros) deflates ~1000:1.
+
+    Built from one deflate block of 1 MiB of zeros repeated (a full flush makes each
+    block stand alone), so writing a 4 GiB bomb takes a second, not a minute; its CRC
+    is the true one, so only its size is hostile.
+    """
+    header = io.BytesIO()
+    count = (inflated_bytes - 128) // 768
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f4", "fortran_order": False, "shape": (count, 3, 8, 8)})
+    head = header.getvalue()
+    size = len(head) + count * 768
+    chunk = 1 << 20
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = deflate.compress(head) + deflate.flush(zlib.Z_FULL_FLUSH)
+    block = deflate.compress(b"\0" * chunk) + deflate.flush(zlib.Z_FULL_FLUSH)
+    repeats, tail = divmod(size - len(head), chunk)
+    last = deflate.compress(b"\0" * tail) + deflate.flush(zlib.Z_FINISH)
+    crc, zeros = zlib.crc32(head), b"\0" * chunk
+    for _ in range(repeats):
+        crc = zlib.crc32(zeros, crc)
+    crc = zlib.crc32(b"\0" * tail, crc)
+    return _zip_one(b"images.npy", first + block * repeats + last, size, crc, method=8)
+
+
+def _zip_one(name: bytes, data: bytes, size: int, crc: int, *, method: int) -> bytes:
+    """A zip archive of one member whose bytes (already compressed) are ``data``."""
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, method, 0, 0x21, crc, len(data),
+                        size, len(name), 0) + name
+    central = struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, 0, method, 0, 0x21, crc,
+                          len(data), size, len(name), 0, 0, 0, 0, 0, 0) + name
+    end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central),
+                      len(local) + len(data), 0)
+    return local + data + central + end
+
+
+def _npz_declaring(declared_bytes: int) -> bytes:
+    """An ``.npz`` whose ``images`` header declares ``declared_bytes`` of float32 images
+    (N x 3 x 8 x 8) while its member holds the header and 64 bytes."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {
+        "descr": "<f4", "fortran_order": False, "shape": (declared_bytes // 768, 3, 8, 8)})
+    data = header.getvalue() + b"\0" * 64
+    return _zip_one(b"images.npy", data, len(data), zlib.crc32(data), method=0)
 
 
 def _setter(*path: str | int, value: Any) -> Callable[[dict[str, Any]], None]:
@@ -513,7 +739,7 @@ def _plan_cases() -> list[Case]:
              r"field operators\.0\.latency_ns: 'fast' is not of type 'integer'",
              "a string where an integer goes, given as --initial-state",
              build=_with_plan(_setter("operators", 0, "latency_ns", value="fast"))),
-        Case("plan-unknown-version", validate, 1, r"^schema: field version: 2 was expected",
+        Case("plan-unknown-version", validate, 1, r"^schema: field version: \d+ was expected",
              "format version 99", stream="stdout",
              build=_with_plan(_setter("version", value=99))),
         Case("plan-missing-keys", report, 1,
@@ -527,7 +753,8 @@ def _plan_cases() -> list[Case]:
              "the same plan given to simulate", build=_with_plan(_break_a_dependency)),
         # --execute --inputs: the plan and model are fine, the data is not.
         Case("npz-wrong-shape", execute, 2,
-             r"in\.npz: images are \(3, 16, 16\) per image but the plan's input is "
+             r"in\.npz: (images are|array 'images' is) \(3, 16, 16\) per (image|sample) "
+             r"but the plan's input is "
              r"\(3, 8, 8\)", "images of the wrong size",
              build=_with_plan(inputs=lambda _: _npz(
                  images=np.zeros((2, 3, 16, 16), np.float32)))),
@@ -540,6 +767,47 @@ def _plan_cases() -> list[Case]:
         Case("npz-not-zip", execute, 2, r"in\.npz: not a \.npz archive",
              "a text file given as .npz",
              build=_with_plan(inputs=lambda _: b"images = [1, 2, 3]\n")),
+        # Issue #16: sizes are checked from the zip directory and .npy headers.
+        Case("npz-zip-bomb", execute, 2,
+             r"in\.npz: the archive declares 4\.0 GiB, over the 1\.0 GiB budget; refused",
+             "a 4 MB deflated member inflating to 4 GiB",
+             build=_with_plan(inputs=lambda _: zip_bomb(4 << 30))),
+        Case("npz-header-34-gib", execute, 2,
+             r"in\.npz: array 'images' declares 34\.0 GiB, over the 1\.0 GiB budget",
+             "an .npy header declaring 34 GiB in a 200-byte member",
+             build=_with_plan(inputs=lambda _: _npz_declaring(34 << 30))),
+        Case("npz-header-beyond-member", execute, 2,
+             r"in\.npz: array 'images' declares shape \(1000, 3, 8, 8\) \(768000 bytes\) "
+             r"but its member holds \d+ bytes",
+             "a header declaring more than its member holds",
+             build=_with_plan(inputs=lambda _: _npz_declaring(768_000))),
+        Case("npz-nan-images", execute, 2, r"in\.npz: array 'images' holds NaN",
+             "a NaN pixel", build=_with_plan(inputs=lambda _: _npz(
+                 images=np.full((2, 3, 8, 8), np.nan, np.float32)))),
+        Case("flag-limit-zero", (*execute, "--limit", "0"), 2,
+             r"--limit must be at least 1 image, got 0", "--limit 0",
+             build=_with_plan(inputs=_two_blank_images)),
+        Case("flag-limit-negative", (*execute, "--limit", "-5"), 2,
+             r"--limit must be at least 1 image, got -5", "--limit -5",
+             build=_with_plan(inputs=_two_blank_images)),
+        # One malformed plan, one exit code, whichever command reads it.
+        *[Case(f"plan-nan-target-{name}", argv, 2,
+               r"plan\.json is not valid JSON: NaN is not a JSON number",
+               f"NaN in the embedded target's clock, given to {name}",
+               build=_with_plan(text_edit=_nan_clock))
+          for name, argv in (("validate", validate), ("simulate", simulate),
+                             ("report", report))],
+        # A plan that reads but fails its checks: exit 1 from each command.
+        *[Case(f"plan-float-count-{name}", argv, 1,
+               r"field chip\.crossbars: 4096\.0 is not an integer", stream=stream,
+               about=f"crossbars 4096.0 in the embedded target, given to {name}",
+               build=_with_plan(_float_count))
+          for name, argv, stream in (("validate", validate, "stdout"),
+                                     ("simulate", simulate, "stderr"),
+                                     ("report", report, "stderr"))],
+        Case("plan-missing-keys-simulate", simulate, 1,
+             r"not a valid plan .*'schedule' is a required property",
+             "the schedule deleted, given to simulate", build=_with_plan(_delete("schedule"))),
     ]
 
 
@@ -567,6 +835,7 @@ def _checkpoint_cases() -> list[Case]:
     argv = ("search", "--supernet", "{case}/ckpt.pt", "--out", "{out}/search",
             "--generations", "1", "--group-size", "2", "--no-progress")
     loadable = r"ckpt\.pt: not a loadable supernet checkpoint"
+    resume = ("search", "--resume", "{case}/run", "--no-progress")
     return [
         Case("checkpoint-not-torch", argv, 2, loadable, "a file that is not a torch file",
              build=_files({"ckpt.pt": lambda: b"PK\x03\x04 this is not a checkpoint\n"})),
@@ -582,12 +851,33 @@ def _checkpoint_cases() -> list[Case]:
         Case("checkpoint-huge-seed", argv, 2, r"ckpt\.pt: seed must fit torch's 64-bit seed",
              "a config seed of 10**30", build=_torch_bytes(lambda _: {
                  "format": _CHECKPOINT, "config": _config(seed=10**30), "state_dict": {}})),
+        Case("flag-threads-huge", (*argv, "--threads", "1000000000"), 2,
+             r"--threads must be between 1 and \d+ \(the cores this process may use\), "
+             r"got 1000000000", "--threads 10**9 (libgomp aborted)",
+             build=_files({"ckpt.pt": lambda: b"not read"})),
+        Case("resume-deep-json", resume, 2,
+             r"search_state\.json is not JSON \(nested too deeply\)",
+             f"a search checkpoint of {_DEEP} nested arrays", build=_files({
+                 "run/search_state.json": lambda: "[" * _DEEP + "]" * _DEEP})),
+        Case("resume-huge-integer", resume, 2,
+             r"search_state\.json is not JSON \(Exceeds the limit \(4300 digits\)",
+             "a 5000-digit integer in a search checkpoint", build=_files({
+                 "run/search_state.json": lambda: '{"format": ' + _HUGE_INT + "}"})),
+    ]
+
+
+def _flag_cases() -> list[Case]:
+    return [
+        Case("flag-max-memory-zero", (*_ONE, "--max-memory", "0"), 2,
+             r"--max-memory must be between 1 and \d+ MiB, got 0", "--max-memory 0",
+             build=_files({"a.onnx": tiny_model})),
     ]
 
 
 def cases() -> list[Case]:
     """Every case, with its builder; cheap (writes nothing, imports no torch)."""
-    every = [*_model_cases(), *_target_cases(), *_plan_cases(), *_checkpoint_cases()]
+    every = [*_model_cases(), *_target_cases(), *_plan_cases(), *_checkpoint_cases(),
+             *_flag_cases()]
     names = [c.name for c in every]
     assert len(names) == len(set(names)), "case names must be unique"
     return every
