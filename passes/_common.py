@@ -59,7 +59,7 @@ SUBNET_OUTPUTS_KEY = "enasa.subnet_outputs"
 DEDUP_KEY_PREFIX = "enasa.dedup."
 """Model metadata prefix of the deduplication statistics (``enasa.dedup.nodes_removed``)."""
 
-MAC_OP_TYPES = frozenset({"Conv", "Gemm", "MatMul"})
+MAC_OP_TYPES = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """Operators that become matrix-vector products on crossbars."""
 
 
@@ -179,10 +179,10 @@ def weight_digest(value: ir.Value | None) -> str | None:
 
 
 def weight_input(node: ir.Node) -> ir.Value | None:
-    """Return the constant weight operand of a Conv, Gemm or MatMul node, if any.
+    """Return the constant weight operand of a Conv, ConvTranspose, Gemm or MatMul, if any.
 
-    Conv and Gemm keep their weight at input 1. MatMul may multiply a constant from
-    either side, so input 1 is preferred and input 0 tried next.
+    Conv, ConvTranspose and Gemm keep their weight at input 1. MatMul may multiply a
+    constant from either side, so input 1 is preferred and input 0 tried next.
     """
     if node.domain != "" or node.op_type not in MAC_OP_TYPES:
         return None
@@ -225,8 +225,11 @@ def has_static_mac_shapes(node: ir.Node) -> bool:
     """Tell whether :func:`count_macs` has the static shapes it needs for this node."""
     if node.domain != "" or node.op_type not in MAC_OP_TYPES:
         return True
+    needed: tuple[ir.Value | None, ...]
     if node.op_type == "Conv":
         needed = (node.inputs[1], node.outputs[0])
+    elif node.op_type == "ConvTranspose":
+        needed = (node.inputs[0], node.inputs[1])
     else:
         needed = (node.inputs[0], node.outputs[0])
     return all(static_dims(value) is not None for value in needed)
@@ -235,7 +238,9 @@ def has_static_mac_shapes(node: ir.Node) -> bool:
 def count_macs(node: ir.Node) -> int:
     """Count the multiply-accumulates a node performs for the whole (static) batch.
 
-    Conv: ``N * Cout * (Cin/g) * prod(kernel) * prod(output spatial)``. Gemm and MatMul:
+    Conv: ``N * Cout * (Cin/g) * prod(kernel) * prod(output spatial)``. ConvTranspose:
+    every input element is multiplied into ``(Cout/g) * prod(kernel)`` outputs, so
+    ``N * Cin * prod(input spatial) * (Cout/g) * prod(kernel)``. Gemm and MatMul:
     output elements times the reduced dimension K (``M*K*N`` for a plain matrix product,
     batch dimensions multiply). Every other operator runs on digital units and counts 0.
 
@@ -253,6 +258,13 @@ def count_macs(node: ir.Node) -> int:
             raise ValueError(f"Conv '{node.name}' needs static weight and output shapes")
         # Output (N, Cout, *spatial) times the (Cin/g, *kernel) each output element reads.
         return math.prod(output_dims) * math.prod(weight_dims[1:])
+    if node.op_type == "ConvTranspose":
+        input_dims, weight_dims = static_dims(node.inputs[0]), static_dims(node.inputs[1])
+        if input_dims is None or weight_dims is None:
+            raise ValueError(f"ConvTranspose '{node.name}' needs static input and weight "
+                             "shapes")
+        # Weight (Cin, Cout/g, *kernel): each input element feeds Cout/g * kernel outputs.
+        return math.prod(input_dims) * math.prod(weight_dims[1:])
     input_dims = static_dims(node.inputs[0])
     if output_dims is None or input_dims is None:
         raise ValueError(f"{node.op_type} '{node.name}' needs static input and output shapes")

@@ -22,6 +22,8 @@ import onnx.reference
 import onnx_ir as ir
 from onnx_ir.passes import common as common_passes
 
+from enasa_compiler.budgets import check_fold_budget
+
 from ._common import constant_tensor, sort_graph, static_dims
 
 logger = logging.getLogger(__name__)
@@ -32,6 +34,11 @@ _NON_DETERMINISTIC_OPS = frozenset(
     {"RandomUniform", "RandomNormal", "RandomUniformLike", "RandomNormalLike", "Multinomial"}
 )
 _MAX_SWEEPS = 16
+# Rounds of folding followed by shape inference; each round must make a shape static,
+# and exported models resolve their shape chains in two or three.
+_MAX_ROUNDS = 8
+_BIASED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm"})
+_GLOBAL_POOLS = {"ReduceMean": "GlobalAveragePool", "ReduceMax": "GlobalMaxPool"}
 
 
 class CanonicalizePass(ir.passes.InPlacePass):
@@ -77,11 +84,25 @@ class CanonicalizePass(ir.passes.InPlacePass):
         sort_graph(model.graph)
 
         opsets = dict(model.opset_imports)
-        for _ in range(_MAX_SWEEPS):
-            changed = self._sweep(model.graph, opsets)
+        for _ in range(_MAX_ROUNDS):
+            changed = False
+            for _ in range(_MAX_SWEEPS):
+                swept = self._sweep(model.graph, opsets)
+                changed |= swept
+                if not swept:
+                    break
             modified |= changed
-            if not changed:
+            if not changed or _all_shapes_static(model.graph):
                 break
+            # Folding turned a shape chain (the pads of a legacy-exported ZeroPad2d, the
+            # split sizes of a ``tensor.chunk``) into constants, but the values computed
+            # from them still have the unknown shapes inference gave them before. Infer
+            # again; new static shapes may let more Shape nodes fold: a fixed point.
+            before = _shape_signature(model.graph)
+            common_passes.ShapeInferencePass()(model)
+            if _shape_signature(model.graph) == before:
+                break
+            modified = True
         modified |= common_passes.RemoveUnusedNodesPass()(model).modified
         return ir.passes.PassResult(model, modified=modified)
 
@@ -98,6 +119,10 @@ class CanonicalizePass(ir.passes.InPlacePass):
                 changed |= _eliminate_alias(graph, node)
             elif node.op_type == "Dropout" and _is_inference_dropout(node, opsets.get("", 1)):
                 changed |= _eliminate_alias(graph, node)
+            elif _normalise(graph, node, opsets.get("", 1)):
+                # Both exporters' spellings of one operator become one, so that dedup,
+                # which compares op types and attributes, sees them as the same.
+                changed = True
             elif node.op_type == "BatchNormalization" and self.fold_batchnorm:
                 changed |= fold_batch_norm(graph, node) or self._fold_constant(
                     graph, node, opsets
@@ -114,6 +139,7 @@ class CanonicalizePass(ir.passes.InPlacePass):
             dims = static_dims(output)
             if dims is not None and math.prod(dims) > self.fold_size_limit:
                 return False
+        check_fold_budget(node, self.fold_size_limit)  # before _evaluate allocates
         try:
             results = _evaluate(node, opsets)
         except Exception as error:  # any evaluator failure just means "keep the node"
@@ -162,6 +188,151 @@ def _unused_initializer_name(graph: ir.Graph, base: str) -> str:
         counter += 1
         name = f"{base}_{counter}"
     return name
+
+
+def _shape_signature(graph: ir.Graph) -> list[object]:
+    """Return every node output's shape, to tell whether shape inference learnt anything."""
+    return [None if value.shape is None else tuple(value.shape)
+            for node in graph for value in node.outputs]
+
+
+def _normalise(graph: ir.Graph, node: ir.Node, opset: int) -> bool:
+    """Rewrite ``node`` into the one spelling both torch exporters' outputs share.
+
+    Returns whether it changed anything. The rewrites keep what the node computes:
+    an all-zero bias dropped, attributes equal to their schema default dropped, a
+    spatial ``ReduceMean``/``ReduceMax`` keeping its dims (the dynamo exporter's
+    ``adaptive_avg_pool2d(x, 1)``) written as ``GlobalAveragePool``/``GlobalMaxPool``
+    (the legacy exporter's), and a ``Reshape`` to ``(N, everything else)`` written as
+    ``Flatten``.
+    """
+    if node.op_type in _BIASED_OPS and _drop_zero_bias(node):
+        return True
+    if _drop_default_attributes(node, opset):
+        return True
+    if node.op_type in _GLOBAL_POOLS:
+        return _reduce_to_global_pool(graph, node, opset)
+    if node.op_type == "Reshape":
+        return _reshape_to_flatten(graph, node)
+    return False
+
+
+def _drop_default_attributes(node: ir.Node, opset: int) -> bool:
+    """Remove attributes whose value is the operator schema's default."""
+    if not node.attributes:
+        return False
+    defaults = _schema_defaults(node.op_type, opset)
+    dropped = [name for name, attr in node.attributes.items()
+               if name in defaults and _attribute_bytes(attr) == defaults[name]
+               and _reads_back_exactly(attr)]
+    for name in dropped:
+        del node.attributes[name]
+    return bool(dropped)
+
+
+@functools.lru_cache(maxsize=512)
+def _schema_defaults(op_type: str, opset: int) -> dict[str, bytes]:
+    """Return an operator's attribute defaults, serialized, from its ONNX schema."""
+    try:
+        schema = onnx.defs.get_schema(op_type, opset, "")
+    except onnx.defs.SchemaError:
+        return {}
+    return {name: attr.default_value.SerializeToString(deterministic=True)
+            for name, attr in schema.attributes.items()
+            if attr.default_value.type != onnx.AttributeProto.UNDEFINED}
+
+
+def _reads_back_exactly(attr: ir.Attr) -> bool:
+    """Tell whether a reader's default for an attribute is the stored value, bit for bit.
+
+    Readers default a missing float attribute to a Python float (``epsilon`` 1e-5),
+    which is not the float32 stored when it is present: BatchNormalization folding
+    would then round the weights differently. So a float is dropped only when it is a
+    short binary fraction (HardSigmoid's ``beta`` 0.5), and other types always.
+    """
+    if attr.type not in (ir.AttributeType.FLOAT, ir.AttributeType.FLOATS):
+        return True
+    values = [attr.value] if attr.type == ir.AttributeType.FLOAT else list(attr.value)
+    # A multiple of 1/1024 (0.5, 1.0) is the same number as float32 and as a literal.
+    return all(float(v) * 1024 == int(float(v) * 1024) for v in values)
+
+
+def _attribute_bytes(attr: ir.Attr) -> bytes | None:
+    """Serialize an attribute as a schema default is (its name included)."""
+    try:
+        proto = ir.serde.serialize_attribute(attr)
+    except Exception:  # noqa: BLE001 - an attribute that will not serialize is kept
+        return None
+    return proto.SerializeToString(deterministic=True)
+
+
+def _replace_node(graph: ir.Graph, node: ir.Node, op_type: str, inputs: Sequence[ir.Value],
+                  attributes: dict[str, int]) -> None:
+    """Put a node of ``op_type`` in ``node``'s place, keeping its name and metadata."""
+    replacement = ir.node(op_type, inputs=list(inputs), attributes=attributes,
+                          name=node.name)
+    replacement.metadata_props.update(node.metadata_props)
+    new_output, old_output = replacement.outputs[0], node.outputs[0]
+    new_output.shape, new_output.type = old_output.shape, old_output.type
+    graph.insert_before(node, replacement)
+    was_output, name = old_output.is_graph_output(), old_output.name
+    ir.convenience.replace_all_uses_with(old_output, new_output, replace_graph_outputs=True)
+    graph.remove(node, safe=True)
+    new_output.name = name if was_output or name else new_output.name
+    logger.debug("Rewrote %s '%s' as %s", node.op_type, node.name, op_type)
+
+
+def _reduce_to_global_pool(graph: ir.Graph, node: ir.Node, opset: int) -> bool:
+    """Write a ReduceMean/ReduceMax over all spatial axes, dims kept, as a global pool."""
+    data = node.inputs[0] if node.inputs else None
+    dims = static_dims(data)
+    if data is None or dims is None or len(dims) < 3 or len(node.outputs) != 1:
+        return False
+    if node.attributes.get_int("keepdims", 1) != 1:
+        return False
+    if opset >= 18 or (node.op_type == "ReduceSum" and opset >= 13):
+        axes_value = node.inputs[1] if len(node.inputs) > 1 else None
+        tensor = constant_tensor(axes_value)
+        if tensor is None:
+            return False
+        axes = [int(a) for a in np.asarray(tensor.numpy()).reshape(-1)]
+    else:
+        axes = list(node.attributes.get_ints("axes", ()) or ())
+    spatial = set(range(2, len(dims)))
+    if {a % len(dims) for a in axes} != spatial or len(axes) != len(spatial):
+        return False
+    _replace_node(graph, node, _GLOBAL_POOLS[node.op_type], [data], {})
+    return True
+
+
+def _reshape_to_flatten(graph: ir.Graph, node: ir.Node) -> bool:
+    """Write a Reshape of a static ``(N, ...)`` tensor to ``(N, rest)`` as ``Flatten``."""
+    data = node.inputs[0] if node.inputs else None
+    source, result = static_dims(data), static_dims(node.outputs[0])
+    if data is None or source is None or result is None or len(source) < 3:
+        return False
+    if result != (source[0], math.prod(source[1:])):
+        return False
+    _replace_node(graph, node, "Flatten", [data], {"axis": 1})
+    return True
+
+
+def _drop_zero_bias(node: ir.Node) -> bool:
+    """Remove a Conv/ConvTranspose/Gemm bias input that holds only zeros.
+
+    An all-zero bias adds nothing, so the operator is the same one without it. The dynamo
+    exporter writes such a bias for a bias-free ``nn.Conv2d`` where the legacy exporter
+    writes none; without this, the same weights exported both ways never deduplicate.
+    A Gemm's ``C`` only counts when it is zero whatever ``beta`` is.
+    """
+    if len(node.inputs) != 3 or node.inputs[2] is None:
+        return False
+    tensor = constant_tensor(node.inputs[2])
+    if tensor is None or np.asarray(tensor.numpy()).any():
+        return False
+    node.resize_inputs(2)
+    logger.debug("Dropped the all-zero bias of %s '%s'", node.op_type, node.name)
+    return True
 
 
 def _all_shapes_static(graph: ir.Graph) -> bool:

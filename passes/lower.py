@@ -1,14 +1,17 @@
 """Lowering: the deduplicated group model becomes a crossbar program.
 
-Every Conv/Gemm/MatMul with a constant weight becomes an :class:`~enasa_compiler.ir.MvmOp`
-whose unrolled weight matrix is tiled onto ``rows x cols`` crossbars (NeuroSim's
-conventional mapping); every other supported op becomes a
-:class:`~enasa_compiler.ir.DigitalOp`.
+Every Conv/ConvTranspose/Gemm/MatMul with a constant weight becomes an
+:class:`~enasa_compiler.ir.MvmOp` whose unrolled weight matrix is tiled onto
+``rows x cols`` crossbars (NeuroSim's conventional mapping); every other supported op
+(``passes/operators.py``) becomes a :class:`~enasa_compiler.ir.DigitalOp`.
 
 Choices this module makes, and why:
 
 * Unrolled matrix: a conv weight ``(Cout, Cin/g, Kh, Kw)`` gives ``rows = Cin/g*Kh*Kw``
-  and ``cols = Cout/g`` per group; Gemm/MatMul give ``rows = K``, ``cols = N``.
+  and ``cols = Cout/g`` per group; a ConvTranspose weight ``(Cin, Cout/g, Kh, Kw)``
+  gives ``rows = Cin/g`` and ``cols = Cout/g*Kh*Kw`` (one vector per *input* pixel,
+  its products scattered onto the output and overlaps added digitally); Gemm/MatMul
+  give ``rows = K``, ``cols = N``.
 * Bit slicing: a ``w_bits`` weight spans ``ceil(w_bits/cell_bits)`` adjacent columns,
   doubled for the differential signed scheme. A logical column's slices never split
   across crossbars, so a crossbar holds ``cols // columns_per_weight`` logical
@@ -55,29 +58,23 @@ from enasa_compiler.ir import (
     WeightMatrix,
 )
 from enasa_compiler.passes import _common
+from enasa_compiler.passes.operators import (
+    NORMALIZATION_OPS_PER_ELEMENT,
+    OPERATORS,
+    Pricing,
+    is_supported,
+)
 from enasa_compiler.targets.target import Target
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["DIGITAL_OP_TYPES", "LAYER_METADATA_KEY", "layer_keys", "lower", "tile_matrix"]
 
-# Ops the digital units implement, and how many operations per output element each
-# costs beyond the element itself ("window" ops are priced by their input size).
-_ELEMENTWISE = {
-    "Relu", "Clip", "Add", "Sub", "Mul", "Div", "Sigmoid", "HardSigmoid", "HardSwish",
-    "LeakyRelu", "Tanh", "Erf", "Gelu", "Sqrt", "Neg", "Abs", "Exp", "Max", "Min", "Sum",
-    "BatchNormalization", "Cast", "Identity", "Dropout", "Softmax", "PRelu", "Pow",
-}
-_DATA_MOVEMENT = {
-    "Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Gather", "Squeeze",
-    "Unsqueeze", "Pad", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Shape",
-}
-_REDUCTIONS = {
-    "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax",
-    "AveragePool", "MaxPool",
-}
-DIGITAL_OP_TYPES = frozenset(_ELEMENTWISE | _DATA_MOVEMENT | _REDUCTIONS | {"Conv", "MatMul",
-                                                                          "Gemm"})
+# Ops the digital units implement and how each is priced: passes/operators.py.
+DIGITAL_OP_TYPES = frozenset(OPERATORS)
+_REDUCTIONS = frozenset(op for op, row in OPERATORS.items() if row.pricing is Pricing.INPUT)
+# Interpolation taps per resized axis, by Resize/Upsample mode.
+_TAPS_PER_AXIS = {"nearest": 1, "linear": 2, "bilinear": 2, "cubic": 4}
 LAYER_METADATA_KEY = "enasa.layer"
 """Node metadata naming the supernet layer of a node (see the module docstring)."""
 _LAYERLESS_TAGS = frozenset({"", "stem", "head"})
@@ -167,11 +164,24 @@ def layer_keys(graph: ir.Graph) -> dict[ir.Node, str]:
 class _Lowerer:
     """Walks the group graph once, building ops and shared weight matrices."""
 
-    def __init__(self, target: Target, batch: int, layers: dict[ir.Node, str]) -> None:
+    def __init__(self, target: Target, batch: int, layers: dict[ir.Node, str],
+                 subnet_names: tuple[str, ...] = ()) -> None:
         self.target = target
         self.batch = batch
         self.layers = layers
+        self.subnet_names = subnet_names
         self.weights: dict[str, WeightMatrix] = {}
+
+    def where(self, node: ir.Node) -> str:
+        """Return ``"<subnet>: "`` for the first subnet computing ``node``, for messages.
+
+        The group model's node names carry a subnet prefix (``s0/``) but not the file;
+        the subnet's name (its file's stem) says which input to look at.
+        """
+        subnets = _common.get_subnets(node)
+        if subnets and subnets[0] < len(self.subnet_names):
+            return f"{self.subnet_names[subnets[0]]}: "
+        return ""
 
     def weight_matrix(
         self, digest: str, rows: int, cols: int, layout: str
@@ -200,13 +210,16 @@ class _Lowerer:
         return matrix
 
     def lower_node(self, node: ir.Node) -> Op:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in DIGITAL_OP_TYPES:
+        if not is_supported(node.domain, node.op_type):
             raise UnsupportedModelError(
-                f"unsupported operator {node.domain + '::' if node.domain else ''}"
-                f"{node.op_type} (node '{node.name}')"
+                f"{self.where(node)}unsupported operator "
+                f"{node.domain + '::' if node.domain else ''}{node.op_type} "
+                f"(node '{node.name}')"
             )
         if node.op_type == "Conv":
             return self.lower_conv(node)
+        if node.op_type == "ConvTranspose":
+            return self.lower_conv_transpose(node)
         if node.op_type in ("Gemm", "MatMul") and _is_constant(_weight_input(node)):
             return self.lower_matmul(node)
         return self.lower_digital(node)
@@ -236,6 +249,49 @@ class _Lowerer:
                                cout // groups, "conv")
             for g in range(groups)
         )
+        return MvmOp(
+            id=node.name or "", op_type=node.op_type, subnets=_common.get_subnets(node),
+            inputs=_activation_inputs(node), outputs=tuple(v.name or "" for v in node.outputs),
+            weights=matrices, vectors_per_image=vectors, macs=macs, layer=self.layers[node],
+        )
+
+    def lower_conv_transpose(self, node: ir.Node) -> Op:
+        """Map a ConvTranspose: one MVM per input pixel, its products scattered (col2im).
+
+        Its weight ``(Cin, Cout/g, Kh, Kw)`` unrolls per group into a
+        ``Cin/g x (Cout/g*Kh*Kw)`` matrix: each input pixel's channel vector is read
+        once and yields every output it contributes to; the overlapping contributions
+        are added digitally, like a conv's row-block partial sums.
+        """
+        weight = node.inputs[1]
+        if weight is None or not _is_constant(weight):
+            raise UnsupportedModelError(
+                f"ConvTranspose node '{node.name}' has a weight that is not constant")
+        w_shape = _static_shape(weight, node)
+        if len(w_shape) != 4:
+            raise UnsupportedModelError(
+                f"ConvTranspose node '{node.name}' is {len(w_shape) - 2}-D; only 2-D "
+                "transposed convs are mapped")
+        attrs = node.attributes
+        if (attrs.get_string("auto_pad", "NOTSET") or "NOTSET") != "NOTSET" or (
+                "output_shape" in attrs):
+            raise UnsupportedModelError(
+                f"ConvTranspose node '{node.name}' uses auto_pad or output_shape; export "
+                "it with explicit pads")
+        cin, cout_per_group, kh, kw = w_shape
+        groups = attrs.get_int("group", 1)
+        cin_per_group = cin // groups
+        in_shape = _static_shape(node.inputs[0], node)  # type: ignore[arg-type]
+        vectors = math.prod(in_shape[2:])
+        macs = cin * cout_per_group * kh * kw * vectors
+        if cin_per_group == 1 and groups > 1:
+            return self.lower_digital(node, ops_per_image=macs)
+        digest = _common.weight_digest(weight)
+        assert digest is not None
+        matrices = tuple(
+            self.weight_matrix(_group_digest(digest, g, groups), cin_per_group,
+                               cout_per_group * kh * kw, "conv-t")
+            for g in range(groups))
         return MvmOp(
             id=node.name or "", op_type=node.op_type, subnets=_common.get_subnets(node),
             inputs=_activation_inputs(node), outputs=tuple(v.name or "" for v in node.outputs),
@@ -274,6 +330,10 @@ class _Lowerer:
             elif node.op_type in ("MatMul", "Gemm"):
                 a_shape = _static_shape(node.inputs[0], node)  # type: ignore[arg-type]
                 ops_per_image = elements * a_shape[-1]
+            elif OPERATORS[node.op_type].pricing is Pricing.NORMALIZATION:
+                ops_per_image = elements * NORMALIZATION_OPS_PER_ELEMENT
+            elif OPERATORS[node.op_type].pricing is Pricing.RESAMPLING:
+                ops_per_image = elements * _interpolation_taps(node)
             else:
                 ops_per_image = elements
         return DigitalOp(
@@ -282,6 +342,19 @@ class _Lowerer:
             elements=elements, ops=max(1, ops_per_image), layer=self.layers[node],
             macs=ops_per_image if node.op_type in _common.MAC_OP_TYPES else 0,
         )
+
+
+def _interpolation_taps(node: ir.Node) -> int:
+    """Return the input elements a Resize/Upsample reads per output element."""
+    mode = (node.attributes.get_string("mode", "nearest") or "nearest").lower()
+    if mode not in _TAPS_PER_AXIS:
+        raise UnsupportedModelError(
+            f"{node.op_type} node '{node.name}' has mode '{mode}'; nearest, linear and "
+            "cubic are mapped")
+    in_shape = _static_shape(node.inputs[0], node)  # type: ignore[arg-type]
+    out_shape = _static_shape(node.outputs[0], node)
+    resized = sum(1 for a, b in zip(in_shape, out_shape, strict=True) if a != b)
+    return int(_TAPS_PER_AXIS[mode] ** resized)
 
 
 def _weight_input(node: ir.Node) -> ir.Value | None:
@@ -320,7 +393,11 @@ def lower(model: ir.Model, target: Target) -> CrossbarProgram:
         raise InputError(f"the group input has no static shape ({input_value.shape})")
     input_shape = tuple(int(d) for d in input_value.shape)  # type: ignore[arg-type]
     batch = input_shape[0]
-    lowerer = _Lowerer(target, batch, layer_keys(graph))
+    props = model.metadata_props
+    subnet_outputs = _subnet_outputs(props, graph)
+    names = _json_list(props.get(_common.SUBNET_NAMES_KEY)) or [
+        f"subnet{i}" for i in range(len(subnet_outputs))]
+    lowerer = _Lowerer(target, batch, layer_keys(graph), tuple(str(n) for n in names))
     ops: list[Op] = []
     producer: dict[str, str] = {}
     deps: dict[str, tuple[str, ...]] = {}
@@ -336,10 +413,6 @@ def lower(model: ir.Model, target: Target) -> CrossbarProgram:
         for name in op.outputs:
             producer[name] = op.id
         ops.append(op)
-    props = model.metadata_props
-    subnet_outputs = _subnet_outputs(props, graph)
-    names = _json_list(props.get(_common.SUBNET_NAMES_KEY)) or [
-        f"subnet{i}" for i in range(len(subnet_outputs))]
     return CrossbarProgram(
         ops=tuple(ops), deps=deps, subnet_outputs=subnet_outputs,
         input_name=input_value.name or "input", input_shape=input_shape,

@@ -27,8 +27,10 @@ __all__ = [
     "ConvGeometry",
     "DigitalNodeRunner",
     "constant_array",
+    "col2im",
     "conv_float",
     "conv_geometry",
+    "conv_transpose_geometry",
     "im2col",
     "unrolled_weights",
 ]
@@ -136,11 +138,67 @@ def im2col(x: np.ndarray, geometry: ConvGeometry) -> tuple[np.ndarray, tuple[int
     return cols.reshape(n * out_h * out_w, c * kh * kw), (out_h, out_w)
 
 
+def conv_transpose_geometry(node: ir.Node, weight_shape: Sequence[int]
+                            ) -> tuple[ConvGeometry, tuple[int, int]]:
+    """Read a ConvTranspose node's window and its ``output_padding``.
+
+    Lowering refuses ``auto_pad`` and ``output_shape``, so the pads are explicit here.
+    """
+    attrs = node.attributes
+    kernel = (int(weight_shape[2]), int(weight_shape[3]))
+    strides = tuple(attrs.get_ints("strides", (1, 1)) or (1, 1))
+    dilations = tuple(attrs.get_ints("dilations", (1, 1)) or (1, 1))
+    pads = tuple(attrs.get_ints("pads", (0, 0, 0, 0)) or (0, 0, 0, 0))
+    output_padding = tuple(attrs.get_ints("output_padding", (0, 0)) or (0, 0))
+    geometry = ConvGeometry(
+        kernel=kernel, strides=(int(strides[0]), int(strides[1])),
+        dilations=(int(dilations[0]), int(dilations[1])),
+        pads=(int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])),
+        groups=int(attrs.get_int("group", 1) or 1))
+    return geometry, (int(output_padding[0]), int(output_padding[1]))
+
+
+def col2im(products: np.ndarray, batch: int, in_hw: tuple[int, int], out_channels: int,
+           geometry: ConvGeometry, output_padding: tuple[int, int]) -> np.ndarray:
+    """Scatter a ConvTranspose's per-input-pixel products onto its output and add them.
+
+    Args:
+        products: ``(N*H*W, Cout/g*Kh*Kw)``, one row per input pixel in ``(n, h, w)``
+            order, columns channel-major then kernel row then kernel column (the
+            unrolled weight's order).
+        batch: ``N``.
+        in_hw: the input's ``(H, W)``.
+        out_channels: ``Cout/g`` of this group.
+        geometry: strides, dilations and pads (top, left, bottom, right).
+        output_padding: extra rows and columns at the bottom and right.
+
+    Returns:
+        ``(N, Cout/g, Hout, Wout)`` with ``Hout = (H-1)*sh + (Kh-1)*dh + 1 + out_pad
+        - pad_top - pad_bottom`` (and likewise for the width), as ONNX defines it.
+
+    """
+    (h, w), (kh, kw) = in_hw, geometry.kernel
+    (sh, sw), (dh, dw) = geometry.strides, geometry.dilations
+    full_h = (h - 1) * sh + (kh - 1) * dh + 1 + output_padding[0]
+    full_w = (w - 1) * sw + (kw - 1) * dw + 1 + output_padding[1]
+    parts = products.reshape(batch, h, w, out_channels, kh, kw)
+    out = np.zeros((batch, out_channels, full_h, full_w), dtype=products.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dh, i * dh + sh * (h - 1) + 1, sh)
+            cols = slice(j * dw, j * dw + sw * (w - 1) + 1, sw)
+            out[:, :, rows, cols] += parts[..., i, j].transpose(0, 3, 1, 2)
+    top, left, bottom, right = geometry.pads
+    return out[:, :, top: full_h - bottom, left: full_w - right]
+
+
 def unrolled_weights(node: ir.Node) -> list[np.ndarray]:
-    """Return the matrices lowering tiled for a Conv/Gemm/MatMul node, one per conv group.
+    """Return the matrices lowering tiled for an MVM node, one per conv group.
 
     A conv weight ``(Cout, Cin/g, Kh, Kw)`` gives, per group, ``(Cin/g*Kh*Kw, Cout/g)``;
-    a Gemm with ``transB`` gives ``W^T``; otherwise the ``(K, N)`` weight as is.
+    a ConvTranspose weight ``(Cin, Cout/g, Kh, Kw)`` gives, per group,
+    ``(Cin/g, Cout/g*Kh*Kw)``; a Gemm with ``transB`` gives ``W^T``; otherwise the
+    ``(K, N)`` weight as is.
     """
     weight = constant_array(node.inputs[1] if len(node.inputs) > 1 else None)
     if weight is None:
@@ -150,6 +208,11 @@ def unrolled_weights(node: ir.Node) -> list[np.ndarray]:
         groups = node.attributes.get_int("group", 1) or 1
         per_group = weight.shape[0] // groups
         return [weight[g * per_group:(g + 1) * per_group].reshape(per_group, -1).T
+                for g in range(groups)]
+    if node.op_type == "ConvTranspose":
+        groups = node.attributes.get_int("group", 1) or 1
+        per_group = weight.shape[0] // groups
+        return [weight[g * per_group:(g + 1) * per_group].reshape(per_group, -1)
                 for g in range(groups)]
     if node.op_type == "Gemm" and node.attributes.get_int("transB", 0) == 1:
         return [weight.T]
@@ -211,6 +274,9 @@ class DigitalNodeRunner:
             weight = constant_array(node.inputs[1])
             if weight is not None:
                 return _conv_kernel(node, weight)
+        if node.op_type == "ConvTranspose" and not node.domain:
+            # onnx.reference's ConvTranspose ignores ``group``; depthwise ones come here.
+            return _conv_transpose_kernel(node)
         return self._reference_kernel(node)
 
     def _reference_kernel(self, node: ir.Node) -> Kernel:
@@ -220,7 +286,10 @@ class DigitalNodeRunner:
         for i, value in present:
             array = constant_array(value)
             if array is not None:
-                initializers.append(onnx.numpy_helper.from_array(array, _input_name(i)))
+                # Activations are float64 between operators; a float32 constant beside
+                # one (the bias Add after a MatMul) would be a type mismatch.
+                initializers.append(onnx.numpy_helper.from_array(_widened(array),
+                                                                 _input_name(i)))
         proto = ir.serde.serialize_node(node)
         del proto.input[:]
         proto.input.extend(_input_name(i) if v is not None else "" for i, v in
@@ -242,10 +311,19 @@ class DigitalNodeRunner:
         indices = [i for i, _ in feeds]
 
         def kernel(inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
-            feed = {name: inputs[i] for name, i in zip(names, indices, strict=True)}
-            return [np.asarray(r) for r in evaluator.run(None, feed)]
+            feed = {name: _widened(array) for name, i in zip(names, indices, strict=True)
+                    if (array := inputs[i]) is not None}
+            # A Cast to float32 inside the model must not narrow the activations after it.
+            return [_widened(np.asarray(r)) for r in evaluator.run(None, feed)]
 
         return kernel
+
+
+def _widened(array: np.ndarray) -> np.ndarray:
+    """Return a floating array as float64 (the executor's activation type); else as is."""
+    if array.dtype.kind == "f" and array.dtype != np.float64:
+        return array.astype(np.float64)
+    return array
 
 
 def _relu_kernel(inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
@@ -263,6 +341,33 @@ def _conv_kernel(node: ir.Node, weight: np.ndarray) -> Kernel:
         geometry = conv_geometry(node, weight.shape, x.shape[2:])
         fed_bias = inputs[2] if bias is None and len(inputs) > 2 else bias
         return [conv_float(x, weight, fed_bias, geometry)]
+
+    return kernel
+
+
+def _conv_transpose_kernel(node: ir.Node) -> Kernel:
+    weight = constant_array(node.inputs[1])
+    if weight is None:
+        raise UnsupportedModelError(f"ConvTranspose '{node.name}' has no constant weight")
+    matrices = unrolled_weights(node)
+    geometry, output_padding = conv_transpose_geometry(node, weight.shape)
+    bias = constant_array(node.inputs[2]) if len(node.inputs) > 2 else None
+
+    def kernel(inputs: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+        x = inputs[0]
+        assert x is not None
+        n, _, h, w = x.shape
+        cin = weight.shape[0] // geometry.groups
+        parts = []
+        for g, matrix in enumerate(matrices):
+            vectors = x[:, g * cin:(g + 1) * cin].astype(np.float64).transpose(0, 2, 3, 1)
+            parts.append(col2im(vectors.reshape(n * h * w, cin) @ matrix, n, (h, w),
+                                weight.shape[1], geometry, output_padding))
+        y = np.concatenate(parts, axis=1)
+        fed_bias = inputs[2] if bias is None and len(inputs) > 2 else bias
+        if fed_bias is not None:
+            y = y + fed_bias.astype(np.float64)[None, :, None, None]
+        return [y]
 
     return kernel
 

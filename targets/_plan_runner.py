@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnx_ir as ir
@@ -19,7 +19,7 @@ import onnx_ir as ir
 from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
 from enasa_compiler.ir import OpKind, Tile, WeightMatrix
-from enasa_compiler.plan import ComputeEvent, Plan, PlanOperator
+from enasa_compiler.plan import ComputeEvent, Plan, PlanOperator, ProgramEvent
 from enasa_compiler.targets import _node_math as nm
 from enasa_compiler.targets._numerics import Numerics
 
@@ -35,6 +35,8 @@ _AXIS_OPS = {"Concat": 1, "Split": 0, "Gather": 0, "Flatten": 1, "Softmax": -1,
 _AXES_INPUT_OPS = {"Slice": 3, "Squeeze": 1, "Unsqueeze": 1, "ReduceMean": 1,
                    "ReduceSum": 1, "ReduceMax": 1}
 _SHAPE_OPS = frozenset({"Expand", "Tile", "ConstantOfShape"})
+# Ops whose input at this index, when given, is a whole output shape (batch included).
+_SIZES_INPUT_OPS = {"Resize": 3}
 # Kinds of crossbar writes, keeping their noise seeds apart.
 _PROGRAM_WRITE = 2
 _INITIAL_WRITE = 3
@@ -47,8 +49,10 @@ class ExecutionError(InputError):
 class PlanStructure:
     """The chunk-independent view of a plan and its group model."""
 
-    def __init__(self, plan: Plan, model: ir.Model, crossbar_shape: tuple[int, int]) -> None:
+    def __init__(self, plan: Plan, model: ir.Model, crossbar_shape: tuple[int, int],
+                 *, pipelined: bool = False) -> None:
         self.plan = plan
+        self.pipelined = pipelined and plan.pipeline is not None
         self.crossbar_shape = crossbar_shape
         self.nodes = {node.name or "": node for node in model.graph}
         self.operators = {op.id: op for op in plan.operators}
@@ -66,13 +70,40 @@ class PlanStructure:
         unknown = [e.op for e in plan.compute if e.op not in order]
         if unknown:
             raise ExecutionError(f"compute event for unknown operator '{unknown[0]}'")
+        self.writes: list[ProgramEvent] = list(plan.program)
         keyed: list[tuple[tuple[int, int, int], int, ComputeEvent | None]] = []
         # A tile is readable once its programming has ended: the validator's rule.
         keyed += [((e.end_ns, 0, i), i, None) for i, e in enumerate(plan.program)]
-        keyed += [((e.start_ns, 1, order[e.op]), -1, e) for e in plan.compute]
-        self.events = [(i, e) for _, i, e in sorted(keyed, key=lambda k: k[0])]
+        if not self.pipelined:
+            keyed += [((e.start_ns, 1, order[e.op]), -1, e) for e in plan.compute]
+            self.events = [(i, e) for _, i, e in sorted(keyed, key=lambda k: k[0])]
+        else:
+            self.events = self._pipeline_events(sorted(keyed, key=lambda k: k[0]), order)
         self.batch_agnostic = batch_agnostic(model)
         self._unrolled: dict[str, np.ndarray] = {}
+
+    def _pipeline_events(self, programming: list[tuple[tuple[int, int, int], int, None]],
+                         order: dict[str, int]) -> list[tuple[int, ComputeEvent | None]]:
+        """One image's events through the pipelined schedule, segment after segment.
+
+        The one-time programming comes first; then each segment's writes (its tiles
+        in place) and its slots in the order image 0 runs them: their offsets.
+        """
+        assert self.plan.pipeline is not None
+        events: list[tuple[int, ComputeEvent | None]] = [(i, None) for _, i, _ in programming]
+        for segment in self.plan.pipeline.segments:
+            for write in sorted(segment.writes, key=lambda w: w.end_ns):
+                self.writes.append(write)
+                events.append((len(self.writes) - 1, None))
+            for slot in sorted(segment.schedule.slots,
+                               key=lambda s: (s.offset_ns, order.get(s.op, -1))):
+                if slot.op not in order:
+                    raise ExecutionError(f"pipeline slot for unknown operator '{slot.op}'")
+                events.append((-1, ComputeEvent(
+                    op=slot.op, start_ns=slot.offset_ns,
+                    end_ns=slot.offset_ns + slot.duration_ns, placements=slot.placements,
+                    unit=slot.units[0] if slot.units else None)))
+        return events
 
     def unrolled(self, weight_id: str) -> np.ndarray:
         """Return the float64 matrix of a weight id, unrolled as lowering did."""
@@ -125,7 +156,7 @@ class PlanRun:
 
     def program(self, index: int) -> None:
         """Carry out programming event ``index``: the crossbar now holds its tile."""
-        event = self.structure.plan.program[index]
+        event = self.structure.writes[index]
         self.write(event.tile, event.crossbar, (_PROGRAM_WRITE, index))
 
     def write(self, tile_id: str, crossbar: int, key: tuple[int, int]) -> None:
@@ -211,6 +242,8 @@ class PlanRun:
             y = y.transpose(0, 3, 1, 2)
             if bias is not None:
                 y = y + bias.astype(np.float64)[None, :, None, None]
+        elif node.op_type == "ConvTranspose":
+            y = self.conv_transpose(op, node, x, multiply, matrices, bias)
         elif node.op_type == "Gemm":
             attrs = node.attributes
             a = x.T if attrs.get_int("transA", 0) else x
@@ -224,6 +257,33 @@ class PlanRun:
         return np.asarray(y, dtype=np.float64)
 
 
+    @staticmethod
+    def conv_transpose(op: PlanOperator, node: ir.Node, x: np.ndarray,
+                       multiply: Callable[[np.ndarray, WeightMatrix], np.ndarray],
+                       matrices: list[WeightMatrix], bias: np.ndarray | None) -> np.ndarray:
+        """Run a ConvTranspose: each input pixel through the tiles, then col2im adds."""
+        weight = nm.constant_array(node.inputs[1])
+        assert weight is not None
+        geometry, output_padding = nm.conv_transpose_geometry(node, weight.shape)
+        if geometry.groups != len(matrices):
+            raise ExecutionError(
+                f"operator '{op.id}' has "
+                f"{plural(len(matrices), 'weight matrix', 'weight matrices')} for a "
+                f"transposed conv of {plural(geometry.groups, 'group')}")
+        n, _, h, w = x.shape
+        cin = weight.shape[0] // geometry.groups
+        parts = []
+        for g, matrix in enumerate(matrices):
+            vectors = x[:, g * cin:(g + 1) * cin].astype(np.float64).transpose(0, 2, 3, 1)
+            products = multiply(vectors.reshape(n * h * w, cin), matrix)
+            parts.append(nm.col2im(products, n, (h, w), weight.shape[1], geometry,
+                                   output_padding))
+        y = np.concatenate(parts, axis=1)
+        if bias is not None:
+            y = y + bias.astype(np.float64)[None, :, None, None]
+        return y
+
+
 def batch_agnostic(model: ir.Model) -> bool:
     """Tell whether the group model's nodes run unchanged on any batch size.
 
@@ -233,6 +293,9 @@ def batch_agnostic(model: ir.Model) -> bool:
     for node in model.graph:
         op_type = node.op_type
         if op_type in _SHAPE_OPS:
+            return False
+        if op_type in _SIZES_INPUT_OPS and _constant_input(node, _SIZES_INPUT_OPS[op_type]
+                                                           ) is not None:
             return False
         if op_type == "Reshape":
             shape = _constant_input(node, 1)
@@ -276,11 +339,15 @@ def run_chunks(structure: PlanStructure, numerics: Numerics, digital: nm.Digital
     """
     plan = structure.plan
     size = images.shape[0] if structure.batch_agnostic else plan.batch
+    if structure.pipelined and structure.batch_agnostic:
+        size = 1  # the pipeline runs one image after another through its segments
     names = [name for s in plan.subnets for name in s.outputs]
     collected: dict[str, list[np.ndarray]] = {name: [] for name in names}
     for chunk, real in chunks(images, size):
         # Activations stay float64 between operators: the executor is the reference.
-        values = PlanRun(structure, numerics, digital)(chunk.astype(np.float64))
+        # Integer inputs (token ids, indices) keep their type.
+        fed = chunk.astype(np.float64) if chunk.dtype.kind == "f" else chunk
+        values = PlanRun(structure, numerics, digital)(fed)
         for name in names:
             if name not in values:
                 raise ExecutionError(f"subnet output '{name}' is produced by no operator")

@@ -29,7 +29,7 @@ import onnx_ir as ir
 import onnxruntime as ort
 
 from enasa_compiler._text import plural
-from enasa_compiler.errors import InputError
+from enasa_compiler.errors import CheckFailedError, InputError
 from enasa_compiler.plan import Plan
 from enasa_compiler.targets import _node_math as nm
 from enasa_compiler.targets._numerics import (
@@ -129,6 +129,7 @@ def execute_plan(
     seed: int = 0,
     target: Target | None = None,
     calibration_images: np.ndarray | None = None,
+    pipelined: bool = False,
 ) -> ExecutionResult:
     """Run a plan numerically, operator by operator in schedule order, through its tiles.
 
@@ -149,6 +150,9 @@ def execute_plan(
             columns per weight must match the plan's tiles.
         calibration_images: images that fit the activation scales and calibrated ADC
             ranges; defaults to ``images``.
+        pipelined: follow the plan's pipelined schedule instead of its batch schedule:
+            one image at a time, segment after segment, each segment's writes then its
+            slots in offset order, reading the crossbars the slots name.
 
     Raises:
         InputError: bad options or images.
@@ -159,11 +163,14 @@ def execute_plan(
     started = time.perf_counter()
     resolved = target if target is not None else target_from_dict(plan.target,
                                                                   origin="plan target")
-    images = np.asarray(images, dtype=np.float32)
+    images = np.asarray(images, dtype=_input_dtype(group_model))
     _check_options(plan, images, mode, adc_range, variation_sigma, stuck_at_fraction,
                    resolved)
+    if pipelined and plan.pipeline is None:
+        raise InputError("the plan has no pipelined schedule to execute")
     structure = PlanStructure(plan, group_model,
-                              (resolved.crossbar.rows, resolved.crossbar.cols))
+                              (resolved.crossbar.rows, resolved.crossbar.cols),
+                              pipelined=pipelined)
     digital = nm.DigitalNodeRunner(group_model)
     ideal = IdealNumerics(structure.unrolled)
     names = tuple(s.name for s in plan.subnets)
@@ -172,7 +179,7 @@ def execute_plan(
         return ExecutionResult("ideal", names, tuple(outputs),
                                seconds=time.perf_counter() - started)
     calibration_set = images if calibration_images is None else np.asarray(
-        calibration_images, dtype=np.float32)
+        calibration_images, dtype=images.dtype)
     run_chunks(structure, ideal, digital, calibration_set)
     calibration = Calibration(activation=dict(ideal.calibration.activation))
     options: dict[str, Any] = {
@@ -193,6 +200,18 @@ def execute_plan(
 
 
 ModelLike = str | Path | onnx.ModelProto | ir.Model
+# onnxruntime's input type names, for feeding a model the element type it declares.
+_ORT_DTYPES: dict[str, Any] = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64,
+    "tensor(float16)": np.float16, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+    "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_,
+}
+
+
+def _input_dtype(group_model: ir.Model) -> Any:
+    """Return the numpy type of the group's input (float32 when it declares none)."""
+    dtype = group_model.graph.inputs[0].dtype if group_model.graph.inputs else None
+    return np.float32 if dtype is None else dtype.numpy()
 
 
 def onnxruntime_outputs(model: ModelLike, images: np.ndarray) -> dict[str, np.ndarray]:
@@ -206,7 +225,7 @@ def onnxruntime_outputs(model: ModelLike, images: np.ndarray) -> dict[str, np.nd
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0]
     batch = feed.shape[0] if feed.shape and isinstance(feed.shape[0], int) else None
-    images = np.asarray(images, dtype=np.float32)
+    images = np.asarray(images, dtype=_ORT_DTYPES.get(feed.type, np.float32))
     names = [o.name for o in session.get_outputs()]
     collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for chunk, real in chunks(images, batch or max(1, images.shape[0])):
@@ -225,11 +244,17 @@ def compare_with_onnxruntime(result: ExecutionResult, subnet_models: Sequence[Mo
     if len(subnet_models) != len(result.outputs):
         raise InputError(f"{plural(len(subnet_models), 'model')} for "
                          f"{plural(len(result.outputs), 'subnet')}")
-    errors = []
+    errors: list[float] = []
     for outputs, model in zip(result.outputs, subnet_models, strict=True):
         expected = onnxruntime_outputs(model, images)
         worst = 0.0
         for got, want in zip(outputs.values(), expected.values(), strict=True):
+            if not (np.isfinite(got).all() and np.isfinite(want).all()):
+                # max() would swallow a NaN and report the subnet as exact.
+                raise CheckFailedError(
+                    f"subnet {len(errors)} gives NaN or infinite outputs (the plan's run: "
+                    f"{not np.isfinite(got).all()}, onnxruntime: "
+                    f"{not np.isfinite(want).all()}); no error can be measured")
             worst = max(worst, float(np.max(np.abs(got.astype(np.float64) - want))))
         errors.append(worst)
     return errors

@@ -98,7 +98,7 @@ def test_unsupported_operator_gives_one_line_and_exit_2(tmp_path):
     result = _run("compile", str(path), "-o", str(out))
     assert result.returncode == 2
     assert result.stderr.strip() == (
-        "enasa compile: error: unsupported operator Hardmax (node 's0/act')")
+        "enasa compile: error: hardmax: unsupported operator Hardmax (node 's0/act')")
     assert not out.exists()
 
 

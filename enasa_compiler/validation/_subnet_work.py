@@ -57,14 +57,25 @@ __all__ = [
     "derive_work",
 ]
 
-MVM_OP_TYPES = frozenset({"Conv", "Gemm", "MatMul"})
+MVM_OP_TYPES = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """Node types that run on crossbars when their weight is a constant (depthwise convs not)."""
 
 _ELEMENTWISE = frozenset({
     "Relu", "Clip", "Add", "Sub", "Mul", "Div", "Sigmoid", "HardSigmoid", "HardSwish",
     "LeakyRelu", "Tanh", "Erf", "Gelu", "Sqrt", "Neg", "Abs", "Exp", "Max", "Min", "Sum",
-    "BatchNormalization", "Cast", "Dropout", "Softmax", "PRelu", "Pow",
+    "BatchNormalization", "Cast", "Dropout", "Softmax", "PRelu", "Pow", "Elu", "Softplus",
+    "Mish", "Selu", "Celu", "Softsign", "LogSoftmax", "Log", "Reciprocal", "Floor", "Ceil",
+    "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal", "Not", "And", "Or", "Where",
 })
+NORMALIZATION_OP_TYPES = frozenset({
+    "LayerNormalization", "InstanceNormalization", "GroupNormalization"})
+"""Digital node types priced at four operations per output element (docs/operators.md:
+a pass for the mean, one for the variance, normalising, the affine scale and shift)."""
+_NORMALIZATION_OPS_PER_ELEMENT = 4
+RESAMPLING_OP_TYPES = frozenset({"Resize", "Upsample"})
+"""Digital node types priced per output element per interpolation tap."""
+_TAPS_PER_RESIZED_AXIS = {"nearest": 1, "linear": 2, "bilinear": 2, "cubic": 4}
+_GLOBAL_POOLS = {"ReduceMean": "GlobalAveragePool", "ReduceMax": "GlobalMaxPool"}
 _DATA_MOVEMENT = frozenset({
     "Concat", "Split", "Slice", "Transpose", "Reshape", "Flatten", "Gather", "Squeeze",
     "Unsqueeze", "Pad", "Expand", "Tile", "DepthToSpace", "SpaceToDepth", "Shape",
@@ -75,7 +86,8 @@ WINDOW_OP_TYPES = frozenset({
 })
 """Digital node types priced by the elements they read, not the ones they write."""
 
-DIGITAL_OP_TYPES = _ELEMENTWISE | _DATA_MOVEMENT | WINDOW_OP_TYPES | MVM_OP_TYPES
+DIGITAL_OP_TYPES = (_ELEMENTWISE | _DATA_MOVEMENT | WINDOW_OP_TYPES | MVM_OP_TYPES
+                    | NORMALIZATION_OP_TYPES | RESAMPLING_OP_TYPES)
 """Node types the digital units implement (what a plan's digital operators may be)."""
 
 _NON_DETERMINISTIC = frozenset({"RandomUniform", "RandomNormal", "RandomUniformLike",
@@ -286,8 +298,34 @@ class SubnetWork:
                 digest = self._folded_weight_sha256(node, self._nodes[norm])
                 folded = Work(work.kind, work.macs, work.vectors_per_image, work.elements,
                               work.ops, self._conv_matrices(digest, node.input[1], groups))
-        return WorkNode(index, self._name(index), node.op_type, inputs, tuple(node.output),
-                        work, problem, folds, folded)
+        return WorkNode(index, self._name(index), self._canonical_op_type(node), inputs,
+                        tuple(node.output), work, problem, folds, folded)
+
+    def _canonical_op_type(self, node: onnx.NodeProto) -> str:
+        """Return the op type the compiler may give the node's operator.
+
+        The exporters spell two operators two ways, and the compiler writes each one way
+        (docs/operators.md): ``ReduceMean``/``ReduceMax`` over every spatial axis,
+        dims kept, is ``GlobalAveragePool``/``GlobalMaxPool``; a ``Reshape`` of an
+        ``(N, ...)`` tensor of rank 3 or more to ``(N, rest)`` is ``Flatten``. The work
+        is the same either way (input elements; output elements).
+        """
+        values = self.values
+        source = values.static_dims(node.input[0]) if node.input else None
+        if node.domain not in _DEFAULT_DOMAINS or source is None or len(source) < 3:
+            return node.op_type
+        if node.op_type == "Reshape":
+            result = values.static_dims(node.output[0])
+            if result == (source[0], math.prod(source[1:])):
+                return "Flatten"
+        elif node.op_type in _GLOBAL_POOLS and attribute(node, "keepdims", 1) == 1:
+            axes = attribute(node, "axes", None)
+            if axes is None and len(node.input) > 1 and values.is_constant(node.input[1]):
+                axes = np.asarray(values.value(node.input[1])[0]).reshape(-1).tolist()
+            if axes is not None and sorted(int(a) % len(source) for a in axes  # type: ignore[attr-defined]
+                                           ) == list(range(2, len(source))):
+                return _GLOBAL_POOLS[node.op_type]
+        return node.op_type
 
     def _work(self, node: onnx.NodeProto) -> tuple[Work | None, str | None]:
         op_type = node.op_type
@@ -296,6 +334,8 @@ class SubnetWork:
             return None, f"the digital units do not implement {domain}{op_type}"
         if op_type == "Conv":
             return self._conv(node)
+        if op_type == "ConvTranspose":
+            return self._conv_transpose(node)
         if op_type in ("Gemm", "MatMul") and len(node.input) > 1 and self.values.is_constant(
                 node.input[1]):
             return self._matmul(node)
@@ -308,6 +348,14 @@ class SubnetWork:
         elif op_type in ("Gemm", "MatMul"):  # of two activations
             first = self.values.static_dims(node.input[0]) if node.input else None
             ops = macs = None if elements is None or not first else elements * first[-1]
+        elif op_type in NORMALIZATION_OP_TYPES:
+            ops = None if elements is None else elements * _NORMALIZATION_OPS_PER_ELEMENT
+        elif op_type in RESAMPLING_OP_TYPES:
+            taps = self._interpolation_taps(node)
+            if taps is None:
+                return None, f"{op_type} mode '{attribute(node, 'mode', b'nearest')!r}' " \
+                    "is not mapped"
+            ops = None if elements is None else elements * taps
         return Work(OpKind.DIGITAL, macs, 0, elements,
                     None if ops is None else max(1, ops)), None
 
@@ -329,6 +377,51 @@ class SubnetWork:
         digest = self.values.sha256(node.input[1])
         return Work(OpKind.MVM, macs, vectors, 0, 0,
                     self._conv_matrices(digest, node.input[1], groups)), None
+
+    def _interpolation_taps(self, node: onnx.NodeProto) -> int | None:
+        """Input elements a Resize/Upsample reads per output element (None: bad mode)."""
+        mode = attribute(node, "mode", b"nearest")
+        text = (mode.decode() if isinstance(mode, bytes) else str(mode)).lower()
+        if text not in _TAPS_PER_RESIZED_AXIS:
+            return None
+        source = self.values.static_dims(node.input[0]) if node.input else None
+        result = self.values.static_dims(node.output[0])
+        if source is None or result is None or len(source) != len(result):
+            return _TAPS_PER_RESIZED_AXIS[text]
+        changed = sum(1 for a, b in zip(source, result, strict=True) if a != b)
+        return _TAPS_PER_RESIZED_AXIS[text] ** changed
+
+    def _conv_transpose(self, node: onnx.NodeProto) -> tuple[Work | None, str | None]:
+        """Derive a ConvTranspose's work: per group a ``Cin/g x (Cout/g*Kh*Kw)`` matrix.
+
+        One vector per *input* pixel (docs/operators.md); a depthwise one (one input
+        channel per group) runs digitally, priced by its MACs.
+        """
+        if len(node.input) < 2 or not self.values.is_constant(node.input[1]):
+            return None, "its weight is not constant"
+        dims = self.values.static_dims(node.input[1])
+        if dims is None or len(dims) != 4:
+            return None, "only 2-D transposed convolutions (4-D weights) are mapped"
+        if attribute(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET") or (
+                attribute(node, "output_shape", None)):
+            return None, "auto_pad and output_shape are not mapped"
+        cin, cout_per_group, kh, kw = dims
+        groups = int(attribute(node, "group", 1))  # type: ignore[call-overload]
+        cin_per_group = cin // groups
+        source = self.values.static_dims(node.input[0])
+        vectors = None if source is None else math.prod(source[2:])
+        macs = None if vectors is None else cin * cout_per_group * kh * kw * vectors
+        if cin_per_group == 1 and groups > 1:
+            elements = self._per_image(v for v in node.output if v)
+            return Work(OpKind.DIGITAL, macs, 0, elements,
+                        None if macs is None else max(1, macs)), None
+        digest = self.values.sha256(node.input[1])
+        matrices = tuple(
+            Matrix(_derived_sha256(digest if groups == 1
+                                   else _derived_sha256(digest, f"{g}/{groups}"), "conv-t"),
+                   cin_per_group, cout_per_group * kh * kw)
+            for g in range(groups))
+        return Work(OpKind.MVM, macs, vectors, 0, 0, matrices), None
 
     def _conv_matrices(self, digest: str, weight: str, groups: int) -> tuple[Matrix, ...]:
         dims = self.values.static_dims(weight)
