@@ -27,6 +27,9 @@ __all__ = [
     "MvmOp",
     "MappingMode",
     "OpKind",
+    "PeriodicSchedule",
+    "PeriodicSlot",
+    "PipelineSegment",
     "Placement",
     "ProgramEvent",
     "Schedule",
@@ -321,6 +324,81 @@ class Schedule:
         """Time from the first event's start to the last event's end."""
         starts = [e.start_ns for e in self.compute] + [e.start_ns for e in self.program]
         return self.end_ns() - min(starts) if starts else 0
+
+
+@dataclass(frozen=True)
+class PeriodicSlot:
+    """One operator of a periodic (pipelined) schedule.
+
+    Image ``i`` of the operator runs during ``[offset_ns + i * ii_ns, offset_ns +
+    duration_ns + i * ii_ns)``. An MVM operator occupies the crossbars of its
+    ``placements`` (every copy's tiles) for that time; a digital operator occupies the
+    digital ``units`` it is spread over (its lanes).
+    """
+
+    op: str
+    offset_ns: int
+    duration_ns: int
+    placements: tuple[Placement, ...] = ()
+    units: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeriodicSchedule:
+    """One image's flow through a set of operators, repeated every ``ii_ns``.
+
+    A pipelined run is made of segments (:class:`PipelineSegment`), each a periodic
+    schedule; times are relative to the segment's start. Operators start a new image
+    every initiation interval ``ii_ns``; ``slots`` give each operator's offset within
+    image 0's flow and its per-image duration.
+
+    Attributes:
+        ii_ns: initiation interval: time between two images entering the segment.
+        slots: one per operator of the segment, in the program's order.
+
+    """
+
+    ii_ns: int
+    slots: tuple[PeriodicSlot, ...]
+
+    def first_start_ns(self) -> int:
+        """When image 0's first operator starts (0 for no slots)."""
+        return min((s.offset_ns for s in self.slots), default=0)
+
+    def latency_ns(self) -> int:
+        """One image's time through the segment: first start to last finish."""
+        if not self.slots:
+            return 0
+        return self.finish_ns(1) - self.first_start_ns()
+
+    def finish_ns(self, images: int) -> int:
+        """When the last of ``images`` images finishes its last operator."""
+        if not self.slots or images < 1:
+            return 0
+        last = max(s.offset_ns + s.duration_ns for s in self.slots)
+        return last + (images - 1) * self.ii_ns
+
+
+@dataclass(frozen=True)
+class PipelineSegment:
+    """Operators that share the crossbars for a while, and the writes that set them up.
+
+    ``writes`` program the segment's tiles (times relative to the segment's start);
+    each image then runs through ``schedule``. A resident plan has one segment and no
+    writes (its tiles were programmed once, before the pipeline starts); a dynamic
+    plan runs its segments one after another for every micro-batch of images.
+    """
+
+    writes: tuple[ProgramEvent, ...]
+    schedule: PeriodicSchedule
+
+    def writes_end_ns(self) -> int:
+        """When the segment's last write ends (0 with no writes)."""
+        return max((w.end_ns for w in self.writes), default=0)
+
+    def duration_ns(self, images: int) -> int:
+        """The segment's time for ``images`` images, writes included."""
+        return max(self.writes_end_ns(), self.schedule.finish_ns(images))
 
 
 TileKey = tuple[str, int, int, int, int, int, int, int]

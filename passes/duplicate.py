@@ -16,7 +16,10 @@ place every copy's tiles like any other tiles.
 Policies (:func:`apply_duplication`): ``off``; a number ``N`` (every MVM operator gets
 ``N`` copies, or as many as it has vectors); ``auto``: spare crossbars of a resident
 mapping go greedily to the operator with the longest latency, one copy at a time,
-while every tile still fits the chip at once.
+while every tile still fits the chip at once; ``throughput`` (the default of
+``enasa compile``): copies that minimise the pipelined schedule's initiation interval
+(:func:`enasa_compiler.passes.mapping.periodic.balance_throughput`: the bottleneck
+gets copies, not the slowest operator), applied by the compile driver.
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ class DuplicationPolicy(enum.StrEnum):
     OFF = "off"
     AUTO = "auto"
     FIXED = "fixed"
+    THROUGHPUT = "throughput"
 
 
-DUPLICATE_POLICIES = (DuplicationPolicy.OFF.value, DuplicationPolicy.AUTO.value)
+DUPLICATE_POLICIES = (DuplicationPolicy.OFF.value, DuplicationPolicy.AUTO.value,
+                      DuplicationPolicy.THROUGHPUT.value)
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,8 @@ def parse_duplicate(value: str | int | None) -> str | int:
         try:
             number = int(text)
         except ValueError:
-            raise InputError(f"duplicate must be 'off', 'auto' or a number of copies, not "
+            raise InputError("duplicate must be 'off', 'auto', 'throughput' or a number of "
+                             f"copies, not "
                              f"'{value}'") from None
     if number < 1:
         raise InputError(f"duplicate must be at least 1 copy, not {number}")
@@ -211,7 +217,9 @@ def apply_duplication(program: CrossbarProgram, target: Target,
     here when ``auto`` needs it and it is not given).
     """
     chosen = Duplication.parse(policy)
-    if chosen.policy is DuplicationPolicy.OFF:
+    if chosen.policy in (DuplicationPolicy.OFF, DuplicationPolicy.THROUGHPUT):
+        # ``throughput`` balances the pipeline's II; the compile driver applies it with
+        # enasa_compiler.passes.mapping.periodic.balance_throughput.
         return program
     if chosen.policy is DuplicationPolicy.AUTO:
         if mode == MappingMode.DYNAMIC:

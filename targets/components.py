@@ -240,6 +240,18 @@ class ChipSpec:
     digital_ops_per_cycle: int
     digital_unit: DigitalUnitSpec
     io: IoSpec
+    # A pipelined plan may spread one digital operator over several units (lanes):
+    # its elements split evenly, at ``lane_overhead_cycles`` per extra lane to scatter
+    # the inputs and gather the outputs. 1 lane keeps every operator on one unit.
+    digital_lanes_per_op: int = 1
+    lane_overhead_cycles: float = 0.0
+    # A segmented pipeline (the weights do not fit at once) keeps the activations that
+    # cross a segment boundary in an on-chip buffer of ``buffer_kib``, or, when a
+    # micro-batch's do not fit, in off-chip memory at ``offchip_pj_per_byte`` per byte
+    # moved and ``offchip_gb_per_s`` of bandwidth (0: the chip has none).
+    buffer_kib: float = 0.0
+    offchip_pj_per_byte: float = 0.0
+    offchip_gb_per_s: float = 0.0
 
 
 @dataclass(frozen=True)

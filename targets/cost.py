@@ -62,6 +62,7 @@ __all__ = [
     "INTERCONNECT",
     "MvmEnergy",
     "digital_cost",
+    "digital_lanes_ns",
     "mvm_cost",
     "mvm_energy",
     "operator_cost",
@@ -221,3 +222,17 @@ def program_cost(tile: Tile, target: Target) -> EventCost:
     }
     return EventCost(ceil_ns(latency_ns), sum(breakdown.values()), breakdown,
                      cell_writes=tile.cells)
+
+
+def digital_lanes_ns(op: DigitalOp, target: Target, lanes: int, batch: int = 1) -> int:
+    """Latency of a digital operator spread over ``lanes`` digital units.
+
+    Its operations split evenly over the lanes; each extra lane costs
+    ``chip.lane_overhead_cycles`` to scatter inputs and gather outputs. One lane is
+    :func:`digital_cost`'s latency. Energy does not depend on the lanes.
+    """
+    if lanes < 1:
+        raise ValueError(f"lanes must be at least 1, not {lanes}")
+    cycles = math.ceil(batch * op.ops / lanes) / target.chip.digital_ops_per_cycle
+    cycles += (lanes - 1) * target.chip.lane_overhead_cycles
+    return ceil_ns(cycles / target.clock_ghz)

@@ -230,12 +230,38 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else "?"
         return f"field {_join(path, missing)}: {error.message}"
+    if error.validator == "type" and isinstance(error.instance, float):
+        if not math.isfinite(error.instance):
+            return f"field {path}: {error.instance} is not a finite number"
+        if error.validator_value == "integer":
+            return (f"field {path}: {error.instance} is not an integer (a count: write "
+                    f"{error.instance:.0f})" if error.instance.is_integer()
+                    else f"field {path}: {error.instance} is not an integer (a count)")
     message = f"field {path}: {error.message}"
     last = str(error.absolute_path[-1]) if error.absolute_path else ""
     unit = _unit_of(last)
     if isinstance(error.instance, str) and unit and error.validator == "type":
         message += f" (give a plain number: the unit, {unit}, is in the field name)"
     return message
+
+
+def _is_count(checker: Any, instance: Any) -> bool:
+    """Tell whether a count is a JSON integer: ``4096.0`` is not (the draft says it is)."""
+    return isinstance(instance, int) and not isinstance(instance, bool)
+
+
+def _is_finite_number(checker: Any, instance: Any) -> bool:
+    """Tell whether a number is finite: a NaN would pass every minimum and maximum."""
+    return (isinstance(instance, int | float) and not isinstance(instance, bool)
+            and math.isfinite(instance))
+
+
+# JSON Schema calls 4096.0 an integer and NaN a number, and NaN compares false against
+# every minimum and maximum, so it would pass them all; this validator refuses both.
+_STRICT_VALIDATOR = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator,
+    type_checker=jsonschema.Draft202012Validator.TYPE_CHECKER.redefine_many(
+        {"integer": _is_count, "number": _is_finite_number}))
 
 
 def _error_order(error: jsonschema.ValidationError) -> tuple[list[str], int]:
@@ -284,6 +310,9 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
     """
     values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
+        if f.name not in data and f.default is not dataclasses.MISSING:
+            values[f.name] = f.default  # an optional field the file leaves out
+            continue
         value = data[f.name]
         kind = str(f.type)
         if kind in _SPEC_TYPES:
@@ -308,7 +337,7 @@ def target_from_dict(data: Any, *, origin: str = "target") -> Target:
             f"{origin}: field version: target format version 1 (flat, no tile/PE "
             f"hierarchy) is no longer read; this compiler reads version {TARGET_VERSION} "
             "(see docs/targets.md)")
-    validator = jsonschema.Draft202012Validator(_schema())
+    validator = _STRICT_VALIDATOR(_schema())
     errors = sorted(validator.iter_errors(data), key=_error_order)
     if errors:
         raise InputError(f"{origin}: {_describe(errors[0])}")

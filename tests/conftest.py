@@ -28,6 +28,15 @@ def group4_files(demo_supernet, tmp_path_factory) -> list[Path]:
 
 @pytest.fixture(scope="session")
 def group4_result(group4_files):
+    """The group compiled without weight duplication: one copy of every matrix."""
+    from enasa_compiler.pipeline import compile_detailed
+
+    return compile_detailed(group4_files, "neurosim-22nm", duplicate="off")
+
+
+@pytest.fixture(scope="session")
+def group4_default(group4_files):
+    """The group compiled with the default options (throughput duplication)."""
     from enasa_compiler.pipeline import compile_detailed
 
     return compile_detailed(group4_files, "neurosim-22nm")

@@ -133,11 +133,18 @@ def test_validator_rejects_a_copy_that_is_not_a_copy(group4_files):
     assert any(v.kind == PLACEMENT and "copies 3" in v.message for v in validate(data))
 
 
-def test_default_is_off_and_byte_identical(group4_files, group4_result):
+def test_off_is_byte_identical_and_the_default_balances_throughput(group4_files,
+                                                                     group4_result,
+                                                                     group4_default):
     assert parse_duplicate(None) == "off" and parse_duplicate("1") == "off"
     plain = compile_detailed(group4_files, "neurosim-22nm", duplicate="off").plan
     assert plain.to_json() == group4_result.plan.to_json()
     assert all(op.copies == 1 for op in plain.operators)
+    # The default gives the pipeline's bottleneck copies: a shorter II than without.
+    default = group4_default.plan
+    assert any(op.copies > 1 for op in default.operators)
+    assert default.pipeline is not None and plain.pipeline is not None
+    assert default.pipeline.totals.ii_ns < plain.pipeline.totals.ii_ns
 
 
 @pytest.mark.parametrize("bad", ["x", "0", "-2", "2.5"])

@@ -100,7 +100,7 @@ def test_plan_bytes_equal_those_of_name_based_lowering(group4_files, group4_resu
         return {node: _name_rule(node.name or "") for node in graph}
 
     monkeypatch.setattr(lower_module, "layer_keys", by_name)
-    by_names = compile_detailed(group4_files, "neurosim-22nm").plan
+    by_names = compile_detailed(group4_files, "neurosim-22nm", duplicate="off").plan
     by_metadata = group4_result.plan
     assert (by_names.save(tmp_path / "names.json").read_bytes()
             == by_metadata.save(tmp_path / "metadata.json").read_bytes())

@@ -8,6 +8,7 @@ Chromium is installed, a real browser must render it with those bars in its DOM.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import html
 import json
 import re
@@ -23,8 +24,10 @@ from enasa_compiler.cli.report import add_report_parser, run_report
 from enasa_compiler.errors import InputError
 from enasa_compiler.plan import Plan
 from enasa_compiler.report._charts import _binned_mean
-from enasa_compiler.report._gantt_rows import gantt_rows
+from enasa_compiler.report._gantt_rows import MAX_GANTT_ROWS, gantt_rows
 from enasa_compiler.report._gantt_svg import _CHAR_PX, _fit_label, subnet_tag, to_ranges
+from enasa_compiler.report._pipeline_rows import pipeline_rows
+from enasa_compiler.report._pipeline_svg import MAX_IMAGES_DRAWN, images_to_draw, period_svg
 from enasa_compiler.report.html import CHART_NAMES, format_makespan, render_report
 from enasa_compiler.simulate.breakdown import COMPONENT_GROUPS
 from enasa_compiler.simulate.cost import cost_report
@@ -43,6 +46,12 @@ CARD = re.compile(r'<div class="card" data-total="([a-z_]+)"><div class="k">[^<]
                   r'<div class="v">([^<]*)</div>')
 # Units the page shows totals in, and their factor to cost_report's units.
 UNITS = {"\u00b5s": 1e3, "\u00b5J": 1e6, "%": 1e-2, "TOPS": 1.0, "": 1.0}
+PIPELINE_ROW = re.compile(r'<tr data-pipeline="([a-z_]+)"><td class=l>[^<]*</td>'
+                          r"<td class=v>([^<]*)</td><td class=b>([^<]*)</td>")
+SLOT_BAR = re.compile(r'<g class="slot" data-op="([^"]*)" data-subnets="[^"]*"[^>]*>'
+                      r"<title>([^<]*)</title>")
+# The pipeline table's units, and their factor to the plan's (ns, pJ, fractions).
+PIPELINE_UNITS = {"\u00b5s": 1e3, "ms": 1e6, "\u00b5J": 1e6, "%": 1e-2, "": 1.0}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -88,7 +97,8 @@ def test_page_is_one_self_contained_html_document(rendered):
     scripts = re.findall(r"<script\b([^>]*)>", text)
     assert len(scripts) == 2 and not any("src" in attrs for attrs in scripts)
     assert "fetch(" not in text and "XMLHttpRequest" not in text
-    assert text.count("<svg") == len(CHART_NAMES)
+    # The charts, plus the pipelined schedule's period and fill-and-drain charts.
+    assert text.count("<svg") == len(CHART_NAMES) + 2
 
 
 def test_page_shows_subnets_makespan_and_dedup(rendered, plan):
@@ -264,9 +274,11 @@ def test_ranges_and_subnet_tags():
 
 
 def test_gantt_rows_follow_the_chip_hierarchy(plan):
-    rows = gantt_rows(plan)
-    used = len(rows.crossbar_row)
-    assert used == plan.totals.crossbars_used
+    used = plan.totals.crossbars_used
+    default = gantt_rows(plan)
+    assert len(default.crossbar_row) == used
+    assert (default.level == "crossbar") == (used <= MAX_GANTT_ROWS)
+    rows = gantt_rows(plan, max_rows=used)
     assert rows.level == "crossbar" and rows.crossbar_rows == used  # one row each
     per_pe = plan.target["pe"]["crossbars_per_pe"]
     per_tile = per_pe * plan.target["tile"]["pes_per_tile"]
@@ -288,6 +300,131 @@ def test_binned_utilization_keeps_busy_crossbar_time(plan):
     busy = _binned_mean(((e.start_ns, e.end_ns, len({p.crossbar for p in e.placements}))
                          for e in plan.compute if e.placements), edges)
     assert float(np.sum(busy * np.diff(edges))) == pytest.approx(plan.totals.busy_crossbar_ns)
+
+
+def _pipeline_section(text: str) -> str:
+    start = text.index('<section id="pipeline">')
+    return text[start:text.index("</section>", start)]
+
+
+def _shown(value: str) -> float:
+    """A figure as the pipeline table shows it, in the plan's units."""
+    match = re.fullmatch(r"([\d,.]+)\s*(\S*)", value.strip())
+    assert match is not None, value
+    number, unit = match.groups()
+    return float(number.replace(",", "")) * PIPELINE_UNITS[unit]
+
+
+def test_pipeline_section_shows_simulate_pipeline_figures(rendered, plan, capsys):
+    pipeline = _simulate_json(rendered["plan"], capsys)["pipeline"]
+    t, b = pipeline["totals"], pipeline["bounds"]
+    section = _pipeline_section(_page(rendered))
+    rows = {key: (value, best) for key, value, best in PIPELINE_ROW.findall(section)}
+    assert set(rows) >= {"images", "ii_ns", "ii_lower_bound_ns", "ii_binding", "latency_ns",
+                         "makespan_ns", "energy_pj", "allocated_utilization",
+                         "utilization"}
+    assert rows["images"][0] == f"{plan.pipeline.images:,}" == f"{t['images']:,}"
+    # Times in µs with three decimals are exact to the nanosecond.
+    for key in ("ii_ns", "latency_ns"):
+        assert _shown(rows[key][0]) == pytest.approx(t[key], abs=0.5), key
+    assert _shown(rows["ii_lower_bound_ns"][0]) == pytest.approx(b["ii_lower_bound_ns"],
+                                                                 abs=0.5)
+    assert _shown(rows["ii_ns"][1]) == pytest.approx(b["best_ii_ns"], abs=0.5)
+    assert html.unescape(rows["ii_binding"][0]) == b["ii_binding"]
+    assert _shown(rows["makespan_ns"][0]) == pytest.approx(t["makespan_ns"], abs=500)
+    assert _shown(rows["energy_pj"][0]) == pytest.approx(t["energy_pj"], abs=500)
+    assert _shown(rows["total_energy_pj"][0]) == pytest.approx(t["total_energy_pj"], abs=500)
+    # Percentages are shown with one decimal: half a unit of it is 5e-4.
+    for key in ("allocated_utilization", "utilization"):
+        assert _shown(rows[key][0]) == pytest.approx(t[key], abs=5.01e-4), key
+    assert _shown(rows["allocated_utilization"][1]) == pytest.approx(
+        b["best_allocated_utilization"], abs=5.01e-4)
+    assert pipeline["totals"]["ii_ns"] == plan.pipeline.totals.ii_ns
+    assert f"gap {b['gap']:.1%}" in section or f"gap {b['gap'] * 100:.3g}%" in section
+
+
+def test_pipeline_period_chart_draws_every_slot_once(rendered, plan):
+    section = _pipeline_section(_page(rendered))
+    assert section.count('<svg class="gantt pipeline-period"') == 1
+    schedule = plan.pipeline.schedule
+    bars = SLOT_BAR.findall(section)
+    assert sorted(html.unescape(op) for op, _ in bars) == sorted(s.op for s in schedule.slots)
+    for _, title in bars:
+        assert "stage " in title and "phase " in title
+    # Each row's busy share of the period; the binding crossbar's row is the busiest.
+    rows = pipeline_rows(schedule.slots)
+    shares = [int(x) for x in
+              re.findall(r'<text x="[\d.]+" y="[\d.]+">(\d+)%</text>', section)]
+    assert len(shares) == rows.count
+    bound, ii = plan.pipeline.bounds["ii_lower_bound_ns"], schedule.ii_ns
+    binding = plan.pipeline.bounds["ii_binding"]
+    if binding.startswith("crossbar "):
+        crossbar = int(binding.split()[1])
+        row = next(r for r, slot in ((rows.slot_rows[s.op][0], s) for s in schedule.slots)
+                   if any(p.crossbar == crossbar for p in slot.placements))
+        assert shares[row] >= round(100 * bound / ii) - 1
+    assert max(shares) <= 100
+
+
+def test_pipeline_fill_and_drain_shows_a_steady_period(rendered, plan):
+    section = _pipeline_section(_page(rendered))
+    schedule = plan.pipeline.schedule
+    drawn, depth = images_to_draw(schedule, plan.pipeline.images)
+    assert depth == -(-schedule.latency_ns() // schedule.ii_ns)
+    assert drawn == min(plan.pipeline.images, max(depth, 4), MAX_IMAGES_DRAWN)
+    uses = re.findall(r'<use href="#pipe0-image0" x="([\d.]+)"', section)
+    assert len(uses) == drawn
+    steps = np.diff([float(x) for x in uses])
+    assert np.allclose(steps, steps[0], atol=0.02)  # one II apart
+    assert section.count('id="pipe0-image0"') == 1  # image 0 drawn once
+    assert ("first in steady state" in section) == (drawn >= depth)
+    assert f"Images 0\u2013{drawn - 1} of {plan.pipeline.images:,}" in section
+
+
+def test_pipeline_charts_stay_bounded(plan):
+    from enasa_compiler.report._charts import build_styles
+
+    schedule = plan.pipeline.schedule
+    banded = pipeline_rows(schedule.slots, max_rows=7)
+    assert banded.crossbar_rows <= 7 and banded.per_row > 1
+    assert set(banded.slot_rows) == {s.op for s in schedule.slots}
+    assert all(0 <= r < banded.count for rows in banded.slot_rows.values() for r in rows)
+    chart = period_svg(plan, schedule, banded, build_styles(plan), max_bars=40)
+    assert chart.slots_drawn == 40 < chart.slots_total == len(schedule.slots)
+    assert len(SLOT_BAR.findall(chart.svg)) == 40
+    longest = sorted((s.duration_ns for s in schedule.slots), reverse=True)
+    assert chart.shortest_drawn_ns == longest[39]
+
+
+def test_pipeline_section_size_is_bounded(rendered, plan):
+    section = _pipeline_section(_page(rendered))
+    # ~480 operators: one titled bar each, image 0 once and one <use> per image.
+    assert len(section.encode()) < 600 * len(plan.operators) + 50_000
+
+
+def test_segmented_run_of_a_dynamic_plan_is_shown(group4_files):
+    from enasa_compiler.pipeline import compile_detailed
+
+    plan = compile_detailed(group4_files, "neurosim-22nm", mode="dynamic").plan
+    assert plan.mode == "dynamic" and plan.pipeline is not None
+    text = render_report(plan)
+    section = _pipeline_section(text)
+    assert f"micro-batches of {plan.pipeline.micro_batch:,}" in section
+    rows = dict((key, value) for key, value, _ in PIPELINE_ROW.findall(section))
+    report = cost_report(plan)["pipeline"]
+    assert _shown(rows["ii_ns"]) == pytest.approx(report["totals"]["ii_ns"], abs=0.5)
+    shown_segments = min(len(plan.pipeline.segments), 3)
+    assert section.count('<svg class="gantt pipeline-period"') == shown_segments
+    assert text.count("<svg") == len(CHART_NAMES) + 2 * shown_segments
+
+
+def test_plan_without_pipeline_says_why(plan):
+    text = render_report(dataclasses.replace(plan, pipeline=None))
+    section = _pipeline_section(text)
+    assert "has no pipelined schedule" in section and "null" in section
+    assert "<svg" not in section and "data-pipeline" not in section
+    assert text.count("<svg") == len(CHART_NAMES)
+    assert _embedded_report(text)["pipeline"] is None
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install "

@@ -14,14 +14,18 @@ import logging
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from enasa_compiler import __version__
+from enasa_compiler import __version__, budgets
 from enasa_compiler.atomic import remove_pending
 from enasa_compiler.cli._output import PipeSafeStdout, emit, print_json_error, show_progress
 from enasa_compiler.errors import CheckFailedError, EnasaError
+
+if TYPE_CHECKING:
+    from enasa_compiler.plan import Plan
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +57,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="print only errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--max-memory", type=int, default=None, metavar="MIB",
+                        help="largest tensor, .npz or folding result an input may declare "
+                        "(default 1024, or ENASA_MAX_MEMORY_MB; docs/validation.md)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -84,10 +91,14 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--initial-state", type=Path, default=None, metavar="PREV_PLAN.json",
                    help="online mapping: start from the crossbar contents a previous plan "
                    "left; tiles already in place are not written again")
-    p.add_argument("--duplicate", default="off", metavar="auto|off|N",
-                   help="weight duplication: auto gives spare crossbars of a resident "
-                   "mapping to the slowest operators; N copies every crossbar operator's "
-                   "weights N times (default off)")
+    p.add_argument("--duplicate", default="throughput", metavar="throughput|auto|off|N",
+                   help="weight duplication: throughput (default) gives copies to the "
+                   "pipeline's bottleneck to minimise its initiation interval; auto gives "
+                   "spare crossbars of a resident mapping to the slowest operators; N "
+                   "copies every crossbar operator's weights N times; off: none")
+    p.add_argument("--images", type=int, default=10_000, metavar="N",
+                   help="images the pipelined schedule runs (default 10000, the ENASA "
+                   "paper's setting; the plan's size does not depend on it)")
     _common(p)
 
     p = sub.add_parser("validate", help="check plans; exit 1 if one is invalid")
@@ -116,7 +127,17 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", nargs="+", type=Path, default=None,
                    help="the plan's ONNX subnets, in order")
     p.add_argument("--inputs", type=Path, default=None, metavar="DATA.npz",
-                   help="images (N x C x H x W float32) and optional labels (N int64)")
+                   help="an array named like the models' input (any rank, its dtype; "
+                   "first axis the samples), or images (N x C x H x W float32); optional "
+                   "labels (N int64)")
+    p.add_argument("--pipelined", action="store_true",
+                   help="with --execute: follow the plan's pipelined schedule (one image "
+                   "at a time through its segments) instead of its batch schedule")
+    p.add_argument("--atol", type=float, default=None, metavar="ABS",
+                   help="with --execute: exit 1 unless every output is within ABS + RTOL "
+                   "x |onnxruntime| (numpy.allclose) of onnxruntime's")
+    p.add_argument("--rtol", type=float, default=None, metavar="RTOL",
+                   help="with --execute: the relative part of that tolerance (default 0)")
     p.add_argument("--quantized", action="store_true",
                    help="also run the quantized crossbar datapath (bit slices, bit-serial "
                    "inputs, ADC) and report top-1 agreement")
@@ -130,12 +151,14 @@ def _build_parser() -> argparse.ArgumentParser:
     _common(p)
 
     from enasa_compiler.cli.bench import add_bench_parser
+    from enasa_compiler.cli.check import add_check_parser
     from enasa_compiler.cli.report import add_report_parser
     from enasa_compiler.cli.search import add_search_parsers
 
     add_report_parser(sub, _common)
     add_search_parsers(sub, _common)
     add_bench_parser(sub, _common)
+    add_check_parser(sub, _common)
 
     p = sub.add_parser("demo", help="the whole flow on a built-in small supernet")
     p.add_argument("--subnets", type=int, default=8, help="group size (default 8)")
@@ -162,7 +185,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                             deterministic=not args.nondeterministic,
                             initial_state=args.initial_state,
                             progress=show_progress(args),
-                            duplicate=args.duplicate).plan
+                            duplicate=args.duplicate, images=args.images).plan
     plan.save(args.output)
     t = plan.totals
     dedup = plan.dedup
@@ -175,6 +198,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                if bound is not None else "")
     emit(args, {"plan": str(args.output), "mode": plan.mode, "solver": plan.solver,
                  "totals": t.__dict__, "dedup": dedup, "bounds": plan.bounds,
+                 "pipeline": (None if plan.pipeline is None else
+                              {"totals": plan.pipeline.totals.__dict__,
+                               "bounds": plan.pipeline.bounds}),
                  "cells_in_place": in_place},
           f"wrote {args.output}: {plural(len(plan.subnets), 'subnet')}, "
           f"{plural(len(plan.operators), 'operator')} "
@@ -182,8 +208,20 @@ def _cmd_compile(args: argparse.Namespace) -> int:
           f"mapping on {plural(t.crossbars_used, 'crossbar')}, makespan "
           f"{t.makespan_ns / 1e3:.1f} us, "
           f"energy {t.energy_pj / 1e6:.3f} uJ, utilization {t.utilization:.2%} "
-          f"({plan.solver}{quality}){reuse}")
+          f"({plan.solver}{quality}){reuse}" + _pipeline_line(plan))
     return EXIT_OK
+
+
+def _pipeline_line(plan: Plan) -> str:
+    """Describe the pipelined schedule's figures: the second line of compile's report."""
+    if plan.pipeline is None:
+        return "\nno pipelined schedule (dynamic mapping runs layer by layer)"
+    t, b = plan.pipeline.totals, plan.pipeline.bounds
+    return (f"\npipelined, {t.images:,} images: II {t.ii_ns / 1e3:.2f} us (bound "
+            f"{b['ii_lower_bound_ns'] / 1e3:.2f} us, gap {b['gap']:.1%}), makespan "
+            f"{t.makespan_ns / 1e6:.3f} ms, energy {t.energy_pj / 1e6:.3f} uJ, steady-state "
+            f"utilization {t.allocated_utilization:.1%} of allocated crossbars (best any "
+            f"duplication reaches: {b['best_allocated_utilization']:.1%})")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -233,14 +271,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     if args.execute:
         return _execute(args)
-    # A plan's embedded target is input like a target file: a bad one exits 2, named.
-    check_plan_target(Plan.load(args.plan), str(args.plan))
     # A report of a plan that does not hold together would be numbers about nothing.
+    # Checked first, so that a plan failing its schema or carrying a bad embedded target
+    # exits 1 here as in validate and report (the file is readable; its content fails).
     violations = validate(args.plan)
     if violations:
         raise CheckFailedError(f"{args.plan} is not a valid plan "
                                f"({describe_violations(violations)}); see enasa validate")
     plan = Plan.load(args.plan)
+    check_plan_target(plan, str(args.plan))
     report = cost_report(plan, breakdown=args.breakdown)
     emit(args, report, format_cost_report(report))
     return EXIT_OK
@@ -258,12 +297,14 @@ def _execute(args: argparse.Namespace) -> int:
         raise InputError("--execute needs --models (the plan's ONNX subnets) and --inputs")
     try:
         report = execute_and_compare(args.plan, args.models, args.inputs,
-                                     quantized=args.quantized, limit=args.limit)
+                                     quantized=args.quantized, limit=args.limit,
+                                     atol=args.atol, rtol=args.rtol,
+                                     pipelined=args.pipelined)
     except PlanInvalidError as exc:
         raise CheckFailedError(f"{args.plan} does not validate against the models ({exc}); "
                                "see enasa validate --models") from exc
     emit(args, report, format_execution(report))
-    return EXIT_OK
+    return EXIT_CHECK_FAILED if report.get("passed") is False else EXIT_OK
 
 
 def _cmd_targets(args: argparse.Namespace) -> int:
@@ -319,8 +360,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
+def _cmd_check(args: argparse.Namespace) -> int:
+    from enasa_compiler.cli.check import run_check
+
+    return run_check(args)
+
+
 _COMMANDS = {
     "bench": _cmd_bench,
+    "check": _cmd_check,
     "compile": _cmd_compile,
     "report": _cmd_report,
     "search": _cmd_search,
@@ -380,7 +428,9 @@ def _run(argv: list[str]) -> int:
         level = logging.ERROR
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return _COMMANDS[args.command](args)
+        with warnings.catch_warnings(), budgets.override(max_memory_mb=args.max_memory):
+            warnings.showwarning = _log_warning
+            return _COMMANDS[args.command](args)
     except EnasaError as exc:
         if args.debug:
             raise
@@ -400,6 +450,17 @@ def _run(argv: list[str]) -> int:
         return _report_error(
             args, "internal", f"{type(exc).__name__}: {exc} (rerun with --debug for the "
             "traceback and report it)", EXIT_INTERNAL_ERROR, prefix="internal error: ")
+
+
+def _log_warning(message: Warning | str, category: type[Warning], filename: str,
+                 lineno: int, file: Any = None, line: str | None = None) -> None:
+    """Send a library's warning (onnx, torch, numpy) to the log, shown with --verbose.
+
+    On stderr it would break the promise of one line per error, and it is about the
+    library's internals, not about anything the user gave.
+    """
+    logging.getLogger("py.warnings").info("%s: %s (%s:%d)", category.__name__,
+                                          str(message).strip(), filename, lineno)
 
 
 def _report_error(args: argparse.Namespace, kind: str, message: str, exit_code: int,

@@ -6,7 +6,7 @@ weight tile and the crossbar it sits on, and the schedule: programming intervals
 (tile written into a crossbar) and compute intervals (operator run on the crossbars
 that hold its tiles, or on a digital unit). Times are integer nanoseconds.
 
-The JSON form is versioned (``format: enasa-plan``, ``version: 2``) and described by
+The JSON form is versioned (``format: enasa-plan``, ``version: 3``) and described by
 ``schemas/plan.schema.json``; ``docs/plan-format.md`` explains the fields. JSON is
 written with sorted keys and rounded energies so equal plans are byte-identical.
 """
@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from enasa_compiler.atomic import write_atomic
+from enasa_compiler import budgets
+from enasa_compiler.atomic import json_text, write_atomic
 from enasa_compiler.errors import InputError
 from enasa_compiler.ir import (
     ComputeEvent,
@@ -28,6 +29,9 @@ from enasa_compiler.ir import (
     DigitalOp,
     MvmOp,
     OpKind,
+    PeriodicSchedule,
+    PeriodicSlot,
+    PipelineSegment,
     Placement,
     ProgramEvent,
     Tile,
@@ -43,6 +47,8 @@ __all__ = [
     "ComputeEvent",
     "Placement",
     "Plan",
+    "Pipeline",
+    "PipelineTotals",
     "PlanOperator",
     "ProgramEvent",
     "SubnetInfo",
@@ -51,9 +57,9 @@ __all__ = [
 
 PLAN_FORMAT = "enasa-plan"
 # 2: operators carry ``copies`` (weight duplication) and the target is format 2.
-PLAN_VERSION = 2
+# 3: a ``pipeline`` section: the periodic schedule of many images.
+PLAN_VERSION = 3
 _ENERGY_DECIMALS = 3
-_MAX_PLAN_BYTES = 512 << 20
 
 
 @dataclass(frozen=True)
@@ -114,6 +120,85 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class PipelineTotals:
+    """Figures of the pipelined run of ``images`` images (re-derivable from its segments).
+
+    Attributes:
+        images: images run (per subnet: every subnet sees each image).
+        ii_ns: time per image in steady state: the initiation interval of a resident
+            plan; a segmented plan's micro-batch cycle over its micro-batch size.
+        latency_ns: one image's time through the pipeline (for a segmented plan, a
+            cycle of one image, writes included).
+        makespan_ns: start, then every cycle of micro-batches, writes included.
+        energy_pj: compute, write and off-chip energy.
+        compute_energy_pj: every operator's per-image energy times ``images``.
+        write_energy_pj: programming: once before a resident pipeline, every cycle's
+            segment writes for a segmented one.
+        offchip_energy_pj: activations crossing segment boundaries, stored in the
+            buffer or, when a micro-batch's do not fit, off chip and read back.
+        offchip_bytes: bytes moved off chip and back over the run.
+        busy_crossbar_ns_per_image: crossbar-time occupied per image (each MVM slot's
+            duration times its crossbars).
+        crossbars_used: crossbars the slots occupy.
+        allocated_utilization: steady state, ``busy / (crossbars_used x ii_ns)``.
+        utilization: steady state, ``busy / (chip crossbars x ii_ns)``.
+        compute_ns: makespan less ``write_ns``.
+        write_ns: time spent writing tiles while nothing computes.
+
+    """
+
+    images: int
+    ii_ns: int
+    latency_ns: int
+    makespan_ns: int
+    energy_pj: float
+    compute_energy_pj: float
+    write_energy_pj: float
+    offchip_energy_pj: float
+    offchip_bytes: int
+    busy_crossbar_ns_per_image: int
+    crossbars_used: int
+    allocated_utilization: float
+    utilization: float
+    compute_ns: int
+    write_ns: int
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """The pipelined run of a plan: its segments, bounds and totals (plan format 3).
+
+    ``start_ns`` is when the first segment starts (after a resident plan's one-time
+    programming; 0 for a segmented plan, whose segments write their own tiles). Images
+    run in micro-batches of ``micro_batch``: each micro-batch passes through every
+    segment in order (a resident plan has one segment and one micro-batch of all the
+    images). ``bounds`` holds ``ii_lower_bound_ns`` (for the plan's segments, copies
+    and lanes: each crossbar's and the digital units' work per image over their
+    capacity, and the longest operator; summed over segments), ``ii_binding`` (what
+    sets it), ``gap``, ``best_ii_ns`` (the lowest bound any duplication and lane choice
+    reaches on this chip) and ``best_allocated_utilization`` (an upper bound on the
+    steady-state utilisation of allocated crossbars any duplication reaching the
+    plan's II can have).
+    """
+
+    images: int
+    micro_batch: int
+    start_ns: int
+    segments: tuple[PipelineSegment, ...]
+    bounds: dict[str, Any]
+    totals: PipelineTotals
+
+    @property
+    def schedule(self) -> PeriodicSchedule:
+        """The first segment's schedule: the whole pipeline of a resident plan."""
+        return self.segments[0].schedule
+
+    def slots(self) -> tuple[PeriodicSlot, ...]:
+        """Every slot of every segment."""
+        return tuple(slot for seg in self.segments for slot in seg.schedule.slots)
+
+
+@dataclass(frozen=True)
 class Plan:
     """A complete, versioned mapping of a group of subnets onto a target."""
 
@@ -133,6 +218,7 @@ class Plan:
     dedup: dict[str, int] = field(default_factory=dict)
     bounds: dict[str, Any] = field(default_factory=dict)
     initial: tuple[Placement, ...] = ()
+    pipeline: Pipeline | None = None
     version: int = PLAN_VERSION
 
     # ---- lookup helpers -------------------------------------------------------------
@@ -241,11 +327,12 @@ class Plan:
             # since a utilization of 4e-4 must not be written as 0.0.
             "totals": {k: (_round(v) if k.endswith("_pj") else v)
                        for k, v in self.totals.__dict__.items()},
+            "pipeline": _pipeline_dict(self.pipeline),
         }
 
     def to_json(self) -> str:
         """Canonical JSON text: sorted keys, fixed rounding, trailing newline."""
-        return json.dumps(self.to_dict(), sort_keys=True, indent=1) + "\n"
+        return json_text(self.to_dict(), "the plan", sort_keys=True, indent=1) + "\n"
 
     def save(self, path: str | Path) -> Path:
         """Write the plan atomically (a reader never sees half a plan)."""
@@ -283,26 +370,90 @@ class Plan:
 
 
 def read_plan_json(path: str | Path) -> Any:
-    """Read a plan file as JSON, with the errors a user can act on."""
+    """Read a plan file as JSON, with the errors a user can act on.
+
+    The file's size and then its number of JSON values are checked against
+    :mod:`enasa_compiler.budgets` before it is parsed (so before the schema walks it), and
+    ``NaN`` / ``Infinity``, which Python's JSON reader accepts, are refused as the
+    invalid JSON they are.
+    """
     path = Path(path)
     try:
-        if path.stat().st_size > _MAX_PLAN_BYTES:
-            raise InputError(f"plan file {path} is larger than {_MAX_PLAN_BYTES >> 20} MiB")
+        budgets.check_bytes(f"plan file {path}", path.stat().st_size, "max_plan_bytes")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise InputError(f"plan file {path} does not exist") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read plan file {path}: {exc}") from exc
+    # Every JSON value but a container's first is preceded by a comma, so commas plus
+    # brackets bound the values the parser would build (over by any in strings).
+    values = text.count(",") + text.count("[") + text.count("{")
+    budgets.check_count(f"plan file {path}", values, "max_plan_entries", "JSON values")
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_refuse_constant)
     except RecursionError as exc:
         raise InputError(f"plan file {path} is not valid JSON: nested too deeply") from exc
     except ValueError as exc:  # JSONDecodeError, or an integer of over 4300 digits
         raise InputError(f"plan file {path} is not valid JSON: {exc}") from exc
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _round(value: float) -> float:
     return round(float(value), _ENERGY_DECIMALS)
+
+
+def _slot_dict(slot: PeriodicSlot) -> dict[str, Any]:
+    return {"op": slot.op, "offset_ns": slot.offset_ns, "duration_ns": slot.duration_ns,
+            "placements": [{"tile": p.tile, "crossbar": p.crossbar}
+                           for p in slot.placements],
+            "units": list(slot.units)}
+
+
+def _pipeline_dict(pipeline: Pipeline | None) -> dict[str, Any] | None:
+    if pipeline is None:
+        return None
+    return {
+        "images": pipeline.images,
+        "micro_batch": pipeline.micro_batch,
+        "start_ns": pipeline.start_ns,
+        "segments": [
+            {"ii_ns": seg.schedule.ii_ns,
+             "writes": [{"tile": w.tile, "crossbar": w.crossbar, "start_ns": w.start_ns,
+                         "end_ns": w.end_ns, "energy_pj": _round(w.energy_pj)}
+                        for w in seg.writes],
+             "slots": [_slot_dict(slot) for slot in seg.schedule.slots]}
+            for seg in pipeline.segments
+        ],
+        "bounds": dict(pipeline.bounds),
+        "totals": {k: (_round(v) if k.endswith("_pj") else v)
+                   for k, v in pipeline.totals.__dict__.items()},
+    }
+
+
+def _pipeline_from_dict(data: dict[str, Any] | None) -> Pipeline | None:
+    if data is None:
+        return None
+    segments = tuple(
+        PipelineSegment(
+            writes=tuple(ProgramEvent(tile=w["tile"], crossbar=int(w["crossbar"]),
+                                      start_ns=int(w["start_ns"]), end_ns=int(w["end_ns"]),
+                                      energy_pj=float(w["energy_pj"]))
+                         for w in seg["writes"]),
+            schedule=PeriodicSchedule(ii_ns=int(seg["ii_ns"]), slots=tuple(
+                PeriodicSlot(op=s["op"], offset_ns=int(s["offset_ns"]),
+                             duration_ns=int(s["duration_ns"]),
+                             placements=tuple(Placement(p["tile"], int(p["crossbar"]))
+                                              for p in s["placements"]),
+                             units=tuple(int(u) for u in s["units"]))
+                for s in seg["slots"])))
+        for seg in data["segments"]
+    )
+    return Pipeline(images=int(data["images"]), micro_batch=int(data["micro_batch"]),
+                    start_ns=int(data["start_ns"]), segments=segments,
+                    bounds=dict(data["bounds"]), totals=PipelineTotals(**data["totals"]))
 
 
 def _plan_from_dict(data: dict[str, Any]) -> Plan:
@@ -356,5 +507,6 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
         bounds=dict(data.get("bounds", {})),
         initial=tuple(Placement(p["tile"], int(p["crossbar"]))
                       for p in data.get("initial_state", [])),
+        pipeline=_pipeline_from_dict(data.get("pipeline")),
         version=int(data["version"]),
     )

@@ -15,14 +15,24 @@ definitions live in one place. Definitions follow domain.md section 2:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 
-from enasa_compiler.ir import Tile
-from enasa_compiler.plan import ComputeEvent, PlanOperator, ProgramEvent, Totals
+from enasa_compiler.ir import OpKind, PipelineSegment, Tile, WeightMatrix
+from enasa_compiler.plan import (
+    ComputeEvent,
+    PipelineTotals,
+    PlanOperator,
+    ProgramEvent,
+    Totals,
+)
+from enasa_compiler.targets.components import ChipSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compute_totals"]
+__all__ = ["compute_pipeline_totals", "compute_totals", "crossing_bytes", "output_bytes"]
+
+_BITS_PER_BYTE = 8
 
 
 def compute_totals(
@@ -71,4 +81,119 @@ def compute_totals(
         spatial_utilization=(cell_writes / (len(program) * crossbar_cells)
                              if program else 0.0),
         macs=sum(op.macs for op in operators),
+    )
+
+
+def output_bytes(op: PlanOperator, weights: Mapping[str, WeightMatrix], a_bits: int) -> int:
+    """Bytes one image of ``op``'s outputs takes at ``a_bits`` per activation."""
+    if op.kind is OpKind.MVM:
+        base = op.weights[: len(op.weights) // max(1, op.copies)]
+        elements = op.vectors_per_image * sum(weights[w].cols for w in base if w in weights)
+    else:
+        elements = op.elements
+    return math.ceil(elements * a_bits / _BITS_PER_BYTE)
+
+
+def crossing_bytes(operators: Sequence[PlanOperator], weights: Mapping[str, WeightMatrix],
+                   segment_of: Mapping[str, int], a_bits: int) -> int:
+    """Bytes per image of activations read in a later segment than the one making them.
+
+    Each such value is stored once when made and read back once per later segment
+    that reads it.
+    """
+    producer = {v: op for op in operators for v in op.outputs}
+    readers: dict[str, set[int]] = {}
+    for op in operators:
+        for value in op.inputs:
+            made = producer.get(value)
+            if made is not None and segment_of.get(made.id) != segment_of.get(op.id):
+                readers.setdefault(made.id, set()).add(segment_of.get(op.id, 0))
+    by_id = {op.id: op for op in operators}
+    return sum(output_bytes(by_id[op_id], weights, a_bits) * (1 + len(segments))
+               for op_id, segments in readers.items())
+
+
+def compute_pipeline_totals(
+    *,
+    images: int,
+    micro_batch: int,
+    start_ns: int,
+    segments: Sequence[PipelineSegment],
+    image_energy_pj: float,
+    program: Sequence[ProgramEvent],
+    moved_bytes_per_image: int,
+    chip: ChipSpec,
+) -> PipelineTotals:
+    """Derive the figures of a pipelined run from its segments.
+
+    Args:
+        images: images run.
+        micro_batch: images per pass through the segments.
+        start_ns: when the first segment starts (after one-time programming).
+        segments: the segments, run one after another for every micro-batch.
+        image_energy_pj: every operator's energy for one image, summed.
+        program: the one-time programming events before ``start_ns`` (resident).
+        moved_bytes_per_image: activation bytes stored and read back between
+            segments per image (:func:`crossing_bytes`).
+        chip: the chip (crossbars, activation buffer, off-chip memory).
+
+    Definitions (docs/plan-format.md): a micro-batch of ``k`` images takes every
+    segment's :meth:`~enasa_compiler.ir.PipelineSegment.duration_ns` for ``k``, plus,
+    when its crossing activations (half the moved bytes: stored once, then read) do
+    not fit the buffer, the off-chip transfer time; the makespan adds the micro-batches
+    to ``start_ns``. Steady-state utilisation is crossbar-time occupied per image over
+    crossbars times the time per image.
+
+    """
+    full, rest = divmod(images, micro_batch)
+    buffer_bytes = chip.buffer_kib * 1024
+
+    def offchip(count: int) -> int:
+        moved = count * moved_bytes_per_image
+        return moved if moved and moved / 2 > buffer_bytes else 0
+
+    def transfer_ns(moved: int) -> int:
+        if not moved:
+            return 0
+        if chip.offchip_gb_per_s <= 0:
+            return 0  # refused when planned; the validator reports it
+        return math.ceil(moved / chip.offchip_gb_per_s)  # GB/s = bytes per ns
+
+    def cycle_ns(count: int) -> int:
+        return sum(seg.duration_ns(count) for seg in segments) + transfer_ns(offchip(count))
+
+    cycles = full + (1 if rest else 0)
+    makespan_ns = start_ns + full * cycle_ns(micro_batch) + (cycle_ns(rest) if rest else 0)
+    offchip_bytes = full * offchip(micro_batch) + (offchip(rest) if rest else 0)
+    slots = [slot for seg in segments for slot in seg.schedule.slots]
+    busy = sum(s.duration_ns * len({p.crossbar for p in s.placements}) for s in slots)
+    used = len({p.crossbar for s in slots for p in s.placements})
+    once_pj = sum(e.energy_pj for e in program)
+    cycle_writes_pj = sum(w.energy_pj for seg in segments for w in seg.writes)
+    compute_energy_pj = image_energy_pj * images
+    write_energy_pj = once_pj + cycles * cycle_writes_pj
+    offchip_energy_pj = offchip_bytes * chip.offchip_pj_per_byte
+    write_ns = start_ns + cycles * sum(seg.writes_end_ns() for seg in segments)
+    if len(segments) == 1 and not segments[0].writes:
+        ii = segments[0].schedule.ii_ns
+        latency = segments[0].schedule.latency_ns()
+    else:
+        ii = math.ceil(cycle_ns(micro_batch) / micro_batch)
+        latency = cycle_ns(1)
+    return PipelineTotals(
+        images=images,
+        ii_ns=ii,
+        latency_ns=latency,
+        makespan_ns=makespan_ns,
+        energy_pj=compute_energy_pj + write_energy_pj + offchip_energy_pj,
+        compute_energy_pj=compute_energy_pj,
+        write_energy_pj=write_energy_pj,
+        offchip_energy_pj=offchip_energy_pj,
+        offchip_bytes=offchip_bytes,
+        busy_crossbar_ns_per_image=busy,
+        crossbars_used=used,
+        allocated_utilization=busy / (used * ii) if used and ii else 0.0,
+        utilization=busy / (chip.crossbars * ii) if ii else 0.0,
+        compute_ns=makespan_ns - write_ns,
+        write_ns=write_ns,
     )

@@ -129,8 +129,11 @@ def _nice_step(span: float) -> float:
 
 
 # ---- pieces of the SVG -------------------------------------------------------------
-def _patterns(styles: dict[str, Style]) -> str:
-    """Hatch patterns for the hatched styles (shared operators, programming)."""
+def _patterns(styles: dict[str, Style], prefix: str = "gantt") -> str:
+    """Hatch patterns for the hatched styles (shared operators, programming).
+
+    ``prefix`` starts their ids, so each chart on the page can have its own.
+    """
     out = []
     for key, style in styles.items():
         if style.hatch is None:
@@ -139,7 +142,7 @@ def _patterns(styles: dict[str, Style]) -> str:
         # Faint on the dark shared colours, so a label on top stays readable.
         opacity = "0.35" if key != PROGRAM_KEY else "1"
         out.append(
-            f'<pattern id="gantt-hatch-{key}" width="5" height="5" '
+            f'<pattern id="{prefix}-hatch-{key}" width="5" height="5" '
             'patternUnits="userSpaceOnUse" patternTransform="rotate(45)">'
             f'<rect width="5" height="5" fill="{style.color}"/>'
             f'<line x1="0" y1="0" x2="0" y2="5" stroke="{line}" stroke-width="1.3" '
@@ -147,8 +150,8 @@ def _patterns(styles: dict[str, Style]) -> str:
     return f"<defs>{''.join(out)}</defs>"
 
 
-def _fill(key: str, style: Style) -> str:
-    return f"url(#gantt-hatch-{key})" if style.hatch is not None else style.color
+def _fill(key: str, style: Style, prefix: str = "gantt") -> str:
+    return f"url(#{prefix}-hatch-{key})" if style.hatch is not None else style.color
 
 
 def _row_axis(rows: GanttRows, frame: _Frame) -> str:

@@ -6,7 +6,10 @@ as JSON, so the two cannot disagree) and what a table cannot show at a glance:
 energy and latency by component, the chip's area and power, a Gantt chart of every
 used crossbar (grouped by tile and PE) and digital unit over time with hover text on
 every bar and a per-subnet filter, the crossbars' utilization over time, per-subnet
-costs, a per-operator (per-layer) table and the deduplication summary.
+costs, a per-operator (per-layer) table and the deduplication summary. A plan with a
+pipelined schedule of many images (plan format 3) also gets one steady-state period
+and the pipeline's fill and drain drawn, with its II, bound and utilisation
+(:mod:`enasa_compiler.report._pipeline_section`).
 
 The page has no external resource (no CSS, script, font or image fetched from
 anywhere): the Gantt chart is hand-written SVG (:mod:`enasa_compiler.report._gantt_svg`),
@@ -21,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import html
 import io
-import json
 import logging
 import re
 from pathlib import Path
@@ -31,7 +33,7 @@ import matplotlib as mpl
 from matplotlib.figure import Figure
 
 from enasa_compiler import __version__
-from enasa_compiler.atomic import write_atomic
+from enasa_compiler.atomic import json_text, write_atomic
 from enasa_compiler.plan import Plan
 from enasa_compiler.report._charts import (
     Style,
@@ -42,6 +44,7 @@ from enasa_compiler.report._charts import (
 )
 from enasa_compiler.report._gantt_rows import GanttRows, gantt_note, gantt_rows
 from enasa_compiler.report._gantt_svg import GANTT_TITLE, gantt_legend_html, gantt_svg
+from enasa_compiler.report._pipeline_section import pipeline_section
 from enasa_compiler.report._sections import (
     card,
     costs_section,
@@ -78,6 +81,7 @@ body{margin:0;background:#f6f7f9;color:#1d232b;
  font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}
 main{max-width:1280px;margin:0 auto;padding:24px 28px 48px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:18px;margin:32px 0 8px}
+h3{font-size:15px;margin:18px 0 6px}
 .facts{color:#4b5563;margin:0 0 16px}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(210px,1fr));gap:10px}
 .card{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:10px 12px}
@@ -94,6 +98,7 @@ th,td{padding:4px 10px;border-bottom:1px solid #e5e7eb;text-align:right;
  font-variant-numeric:tabular-nums;white-space:nowrap}
 th{background:#eef1f4;font-weight:600}
 td.l,th.l{text-align:left}tr:nth-child(even) td{background:#fafbfc}
+td.wrap{white-space:normal;color:#4b5563}
 tr.group td{background:#f3f5f8;border-top:1px solid #d5dae0}
 .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px;
  vertical-align:-1px}
@@ -317,7 +322,8 @@ def _report_json(report: dict[str, Any]) -> str:
     ``<`` is escaped so no subnet or operator name can close the script element.
     """
     simulate = {k: v for k, v in report.items() if k != "operators"}
-    text = json.dumps(simulate, indent=1, sort_keys=True, ensure_ascii=False)
+    text = json_text(simulate, "the report's data", indent=1, sort_keys=True,
+                     ensure_ascii=False)
     text = text.replace("<", "\\u003c")
     return f'<script type="application/json" id="cost-report">{text}</script>'
 
@@ -396,6 +402,7 @@ def _page(plan: Plan, report: dict[str, Any], svgs: dict[str, str], rows: GanttR
         "(blue) or being programmed (grey, stacked), averaged over each time bin. Chip-wide "
         f"utilization is {percent(report['totals']['utilization'])}.</figcaption></figure>"
         "</section>",
+        pipeline_section(plan, report, styles),
         "<section><h2>Subnets</h2>"
         f"<figure>{svgs['subnets']}<figcaption>Latency: from the first event to the end of the"
         " subnet's last operator. Energy alone: all operators the subnet uses. Attributed: "

@@ -20,6 +20,7 @@ from enasa_compiler._text import column_width, plural
 from enasa_compiler.ir import OpKind
 from enasa_compiler.plan import Plan
 from enasa_compiler.simulate import breakdown as rb
+from enasa_compiler.targets import power
 from enasa_compiler.targets.target import Target, target_from_dict
 
 logger = logging.getLogger(__name__)
@@ -124,9 +125,30 @@ def cost_report(plan: Plan, *, breakdown: bool = False) -> dict[str, Any]:
         "shares": rb.shares(components),
         "chip": rb.chip_summary(target),
     }
+    report["pipeline"] = _pipeline_report(plan, target)
     if breakdown:
         report["operators"] = rb.operator_rows(plan, target)
     return report
+
+
+def _pipeline_report(plan: Plan, target: Target) -> dict[str, Any] | None:
+    """Summarise the pipelined run of N images: II, bound, gap, makespan, energy, use."""
+    if plan.pipeline is None:
+        return None
+    totals = dict(plan.pipeline.totals.__dict__)
+    makespan_s = totals["makespan_ns"] * 1e-9
+    leakage_pj = power.static_power_mw(target) * totals["makespan_ns"]  # mW x ns = pJ
+    images = totals["images"] * len(plan.subnets)
+    totals.update(
+        leakage_energy_pj=leakage_pj,
+        total_energy_pj=totals["energy_pj"] + leakage_pj,
+        images_per_s=images / makespan_s if makespan_s else 0.0,
+        steady_images_per_s=len(plan.subnets) / (totals["ii_ns"] * 1e-9),
+        total_energy_per_image_pj=(totals["energy_pj"] + leakage_pj) / images,
+        write_time_share=totals["write_ns"] / totals["makespan_ns"]
+        if totals["makespan_ns"] else 0.0,
+    )
+    return {"totals": totals, "bounds": dict(plan.pipeline.bounds)}
 
 
 def format_cost_report(report: dict[str, Any]) -> str:
@@ -156,6 +178,7 @@ def format_cost_report(report: dict[str, Any]) -> str:
     if "lower_bound_ns" in bounds:
         lines.append(f"lower bound     {bounds['lower_bound_ns'] / 1e3:12.2f} us  (gap "
                      f"{bounds['gap']:.2%}; CP-SAT {bounds.get('solver_status', 'not run')})")
+    lines += _format_pipeline(report.get("pipeline"))
     lines += rb.format_components(report["components_pj"], report["shares"])
     lines += rb.format_chip(report["chip"])
     name_width = column_width(["subnet", *(row["name"] for row in report["subnets"])], 14)
@@ -174,3 +197,27 @@ def format_cost_report(report: dict[str, Any]) -> str:
     if "operators" in report:
         lines += rb.format_breakdown(report["operators"])
     return "\n".join(lines)
+
+
+def _format_pipeline(pipeline: dict[str, Any] | None) -> list[str]:
+    if pipeline is None:
+        return ["pipelined       none (dynamic mapping runs layer by layer)"]
+    t, b = pipeline["totals"], pipeline["bounds"]
+    return [
+        "",
+        f"pipelined run of {t['images']:,} images per subnet (one image enters every II)",
+        f"II              {t['ii_ns'] / 1e3:12.3f} us  (lower bound "
+        f"{b['ii_lower_bound_ns'] / 1e3:.3f} us, gap {b['gap']:.2%}, bound set by "
+        f"{b['ii_binding']}; best any duplication reaches {b['best_ii_ns'] / 1e3:.3f} us)",
+        f"one image       {t['latency_ns'] / 1e3:12.2f} us  through the pipeline",
+        f"makespan        {t['makespan_ns'] / 1e6:12.3f} ms  (writes "
+        f"{t['write_ns'] / 1e3:.1f} us, {t['write_time_share']:.4%}; compute "
+        f"{t['compute_ns'] / 1e6:.3f} ms)",
+        f"energy          {t['energy_pj'] / 1e6:12.3f} uJ  dynamic (compute "
+        f"{t['compute_energy_pj'] / 1e6:.3f}, writes {t['write_energy_pj'] / 1e6:.3f}) + "
+        f"leakage {t['leakage_energy_pj'] / 1e6:.3f} = {t['total_energy_pj'] / 1e6:.3f} uJ",
+        f"steady state    {t['allocated_utilization']:12.2%}  of allocated crossbars "
+        f"({t['crossbars_used']}; best any duplication reaches at most "
+        f"{b['best_allocated_utilization']:.2%}), {t['utilization']:.2%} of the chip",
+        f"throughput      {t['steady_images_per_s']:12.1f} subnet-images/s in steady state",
+    ]

@@ -70,6 +70,7 @@ class ViolationKind(enum.StrEnum):
     DURATION = "duration"
     TOTALS = "totals"
     PROGRAM = "program"
+    PIPELINE = "pipeline"
     MODELS = "models"
 
 
@@ -87,6 +88,7 @@ NOT_PROGRAMMED = ViolationKind.NOT_PROGRAMMED
 DURATION = ViolationKind.DURATION
 TOTALS = ViolationKind.TOTALS
 PROGRAM = ViolationKind.PROGRAM
+PIPELINE = ViolationKind.PIPELINE
 MODELS = ViolationKind.MODELS
 
 KINDS = tuple(ViolationKind)

@@ -178,6 +178,11 @@ class _Generator:
             return [f"if isinstance(v, list) and not all(map({check}, v)): return False"]
         if key == "minimum":
             return [f"if _is_number(v) and not v >= {self.constant(value)}: return False"]
+        if key == "maximum":
+            return [f"if _is_number(v) and not v <= {self.constant(value)}: return False"]
+        if key == "minItems":
+            return [f"if isinstance(v, list) and len(v) < {self.constant(value)}: "
+                    "return False"]
         if key == "const":
             return [f"if not _equal(v, {self.constant(value)}): return False"]
         if key == "enum":

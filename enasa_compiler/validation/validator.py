@@ -55,6 +55,7 @@ from enasa_compiler.validation._checks import (
 from enasa_compiler.validation._coverage import check_coverage
 from enasa_compiler.validation._fast_schema import conforms
 from enasa_compiler.validation._model_source import GivenModel, parse_model, read_model
+from enasa_compiler.validation._pipeline import check_pipeline
 from enasa_compiler.validation._proof import (
     UNCHECKED_INITIAL_STATE,
     UNCHECKED_TARGET,
@@ -256,7 +257,7 @@ def _validate(
         return [Violation(SCHEMA, str(exc))]
     embedded, violations = _check_target(typed)
     index = PlanIndex.build(typed, embedded)
-    for check in (*STRUCTURE_CHECKS, *SCHEDULE_CHECKS):
+    for check in (*STRUCTURE_CHECKS, *SCHEDULE_CHECKS, check_pipeline):
         violations.extend(check(index))
     proving = models is not None and prove
     if proving or given_target is not None:
