@@ -82,8 +82,11 @@ def run_demo(
         max_error = group_model_max_error(result.group_model, files, seed)
         # The same subnets compiled one at a time, run one after another: what a
         # compiler that maps one network at a time gives on the same chip.
-        alone = [compile_detailed([f], target).plan.totals for f in files]
+        alone_plans = [compile_detailed([f], target).plan for f in files]
+        alone = [p.totals for p in alone_plans]
     totals = plan.totals
+    pipe = plan.pipeline
+    piped_alone = [p.pipeline.totals for p in alone_plans if p.pipeline is not None]
     dedup = plan.dedup
     compile_s = time.perf_counter() - started - export_s
     return {
@@ -105,6 +108,16 @@ def run_demo(
         "crossbars_used": totals.crossbars_used,
         "one_at_a_time_makespan_ns": sum(t.makespan_ns for t in alone),
         "one_at_a_time_energy_pj": sum(t.energy_pj for t in alone),
+        "pipeline": None if pipe is None else {
+            "images": pipe.images, "ii_ns": pipe.totals.ii_ns,
+            "ii_lower_bound_ns": pipe.bounds["ii_lower_bound_ns"],
+            "gap": pipe.bounds["gap"], "makespan_ns": pipe.totals.makespan_ns,
+            "energy_pj": pipe.totals.energy_pj,
+            "allocated_utilization": pipe.totals.allocated_utilization,
+            "best_allocated_utilization": pipe.bounds["best_allocated_utilization"],
+            "one_at_a_time_makespan_ns": sum(t.makespan_ns for t in piped_alone),
+            "one_at_a_time_energy_pj": sum(t.energy_pj for t in piped_alone),
+        },
         "valid": not violations,
         "violations": [str(v) for v in violations],
         "group_model_max_abs_error": max_error,
@@ -135,7 +148,25 @@ def format_demo(result: dict[str, Any]) -> str:
         f"utilization {result['utilization']:.2%} of the chip, "
         f"{result['allocated_utilization']:.2%} of allocated crossbars, spatial "
         f"{result['spatial_utilization']:.2%}",
+        *_pipeline_lines(result.get("pipeline")),
         ("plan valid" if result["valid"]
          else "plan INVALID: " + "; ".join(result["violations"])),
     ]
     return "\n".join(lines)
+
+
+def _pipeline_lines(pipe: dict[str, Any] | None) -> list[str]:
+    if pipe is None:
+        return []
+    return [
+        f"pipelined, {pipe['images']:,} images per subnet: II {pipe['ii_ns'] / 1e3:.2f} us "
+        f"(bound {pipe['ii_lower_bound_ns'] / 1e3:.2f} us, gap {pipe['gap']:.1%}), makespan "
+        f"{pipe['makespan_ns'] / 1e6:.2f} ms, energy {pipe['energy_pj'] / 1e9:.3f} mJ, "
+        f"steady-state utilization {pipe['allocated_utilization']:.1%} of allocated "
+        f"crossbars (at most {pipe['best_allocated_utilization']:.1%} with any duplication)",
+        f"one subnet at a time, pipelined: makespan "
+        f"{pipe['one_at_a_time_makespan_ns'] / 1e6:.2f} ms "
+        f"({pipe['one_at_a_time_makespan_ns'] / pipe['makespan_ns']:.2f}x the group's), "
+        f"energy {pipe['one_at_a_time_energy_pj'] / 1e9:.3f} mJ "
+        f"({pipe['one_at_a_time_energy_pj'] / pipe['energy_pj']:.2f}x)",
+    ]
