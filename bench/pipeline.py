@@ -8,7 +8,9 @@ bound and gap, the best II and best steady-state utilisation any duplication cou
 reach on the chip, the plan's own utilisation, and the makespan of N images against
 running them one after another on the layer-by-layer schedule of the same plan. It
 also compiles with N = 1 and N = 10,000 images and records the plan sizes and compile
-times (neither should grow with N). Results go to ``bench/results/pipeline.json``.
+times (neither should grow with N). Then it compiles the group for ``edge``, too small
+for it, with OPS's ranking and with ``--solver fcfs``: segmented pipelines, their
+writes and off-chip traffic. Results go to ``bench/results/pipeline.json``.
 
 Run:  python bench/pipeline.py [--group-size 16] [--images 10000]
 """
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=16)
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--target", default="neurosim-22nm")
+    parser.add_argument("--edge-target", default="edge",
+                        help="a target too small for the group (segmented pipelines)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -87,12 +91,46 @@ def main() -> None:
                   f"{serial_ns / 1e6:.1f} ms ({row['speedup_over_layer_by_layer']:.1f}x); "
                   f"plan {row['plan_bytes']} bytes, compile {seconds:.1f} s, "
                   f"{'valid' if row['valid'] else 'INVALID'}", flush=True)
+        # The same group on a chip too small for it: segmented pipelines, with OPS's
+        # ranking and without it (first come, first served).
+        edge = {}
+        for solver in ("ops", "fcfs"):
+            start = time.perf_counter()
+            plan = compile_detailed(files, args.edge_target, solver=solver,
+                                    images=args.images).plan
+            seconds = time.perf_counter() - start
+            assert plan.pipeline is not None
+            pipe = plan.pipeline
+            t = pipe.totals
+            edge[solver] = {
+                "compile_s": round(seconds, 2), "valid": not validate(plan),
+                "mode": plan.mode, "segments": len(pipe.segments),
+                "micro_batch": pipe.micro_batch,
+                "writes_per_pass": sum(len(seg.writes) for seg in pipe.segments),
+                "makespan_ns": t.makespan_ns, "ii_ns": t.ii_ns,
+                "ii_lower_bound_ns": pipe.bounds["ii_lower_bound_ns"],
+                "energy_pj": t.energy_pj, "write_energy_pj": t.write_energy_pj,
+                "offchip_bytes": t.offchip_bytes, "offchip_energy_pj": t.offchip_energy_pj,
+                "allocated_utilization": t.allocated_utilization,
+            }
+            row = edge[solver]
+            print(f"{args.edge_target} {solver}: {row['mode']}, {row['segments']} segments, "
+                  f"{row['writes_per_pass']} tile writes per pass, micro-batch "
+                  f"{row['micro_batch']}, makespan {row['makespan_ns'] / 1e9:.2f} s, "
+                  f"energy {row['energy_pj'] / 1e12:.2f} J (off chip "
+                  f"{row['offchip_bytes'] / 1e9:.1f} GB), "
+                  f"{'valid' if row['valid'] else 'INVALID'}", flush=True)
+        edge["ops_speedup_over_fcfs"] = (edge["fcfs"]["makespan_ns"]
+                                         / edge["ops"]["makespan_ns"])
+        edge["fcfs_writes_over_ops"] = (edge["fcfs"]["writes_per_pass"]
+                                        / edge["ops"]["writes_per_pass"])
     write_results("pipeline.json", {
         "command": command_line(__file__, args),
         "load_average_at_start": round(load_average, 2),
         "group_size": args.group_size,
         "target": args.target,
         "rows": {str(k): v for k, v in rows.items()},
+        "segmented": {"target": args.edge_target, **edge},
     })
 
 

@@ -237,6 +237,9 @@ def test_a_signal_during_the_plan_write_leaves_no_file(corpus: Path, tmp_path: P
     out.mkdir()
     script = (
         "import os, signal, sys\n"
+        # A shell's background job starts with SIGINT ignored, and Python keeps an
+        # ignored SIGINT ignored: give it the handler a terminal's Ctrl-C meets.
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "real_fsync = os.fsync\n"
         "def fsync(fd):\n"
         "    real_fsync(fd)\n"
