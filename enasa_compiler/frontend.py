@@ -475,6 +475,7 @@ def _check_value_sizes(proto: onnx.ModelProto, origin: str) -> None:
     allocate it, so it is refused here, where the shapes are first known.
     """
     graph = proto.graph
+    limit = budgets.current().max_memory_bytes
     for value in (*graph.value_info, *graph.output):
         tensor_type = value.type.tensor_type
         if not value.type.HasField("tensor_type") or not tensor_type.HasField("shape"):
@@ -486,8 +487,9 @@ def _check_value_sizes(proto: onnx.ModelProto, origin: str) -> None:
             itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).itemsize
         except (KeyError, ValueError, TypeError):
             continue
-        budgets.check_bytes(f"{origin}: value '{value.name[:80]}' (shape {dims})",
-                            float(math.prod(dims)) * itemsize)
+        size = float(math.prod(dims)) * itemsize
+        if size > limit:  # the message is built only for a value that fails
+            budgets.check_bytes(f"{origin}: value '{value.name[:80]}' (shape {dims})", size)
 
 
 def _arch(proto: onnx.ModelProto) -> tuple[int, ...] | None:

@@ -487,7 +487,8 @@ def build_segmented_pipeline(program: CrossbarProgram, target: Target, costs: Co
     bound = sum(b.bound_ns for b in plan.bounds)
     bounds = {
         "ii_lower_bound_ns": bound,
-        "ii_binding": f"the sum over {len(plan.segments)} segments",
+        "ii_binding": (plan.bounds[0].binding if len(plan.bounds) == 1
+                       else f"the sum over {len(plan.segments)} segments"),
         "gap": (sum_ii - bound) / sum_ii,
         "best_ii_ns": min(bound, _capacity_bound(program, target, per_image)),
         "best_allocated_utilization": 1.0,
