@@ -17,6 +17,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from enasa_compiler._sets import DisjointSets
 from enasa_compiler.ir import PeriodicSlot
 from enasa_compiler.report._gantt_svg import to_ranges
 
@@ -57,22 +58,15 @@ class PipelineRows:
 
 def _crossbar_groups(slots: Sequence[PeriodicSlot]) -> list[list[PeriodicSlot]]:
     """MVM slots grouped by the crossbars they share, in order of their first crossbar."""
-    parent: dict[int, int] = {}
-
-    def find(key: int) -> int:
-        while parent.setdefault(key, key) != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
+    sets: DisjointSets[int] = DisjointSets()
     for slot in slots:
         crossbars = [p.crossbar for p in slot.placements]
         for crossbar in crossbars:
-            parent[find(crossbar)] = find(crossbars[0])
+            sets.join(crossbar, crossbars[0])
     groups: dict[int, list[PeriodicSlot]] = defaultdict(list)
     for slot in slots:
         if slot.placements:
-            groups[find(slot.placements[0].crossbar)].append(slot)
+            groups[sets.find(slot.placements[0].crossbar)].append(slot)
     return sorted(groups.values(),
                   key=lambda g: min(p.crossbar for s in g for p in s.placements))
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from enasa_compiler._text import plural
 from enasa_compiler.ir import EventCost, OpKind, Tile, WeightMatrix
@@ -199,6 +200,25 @@ def close_enough(recorded: float, expected: float, terms: int = 1) -> bool:
 
     """
     return abs(recorded - expected) <= REL_TOL * abs(expected) + _ROUNDING_PJ * terms
+
+
+def compare_totals(recorded: object, derived: object, prefix: str, source: str,
+                   rounded_terms: dict[str, int]) -> Iterator[Violation]:
+    """Report each field of a recorded totals record that differs from its re-derivation.
+
+    Integers must be equal; floats match within :func:`close_enough`, with
+    ``rounded_terms`` rounded values summed into a field (0 for a stored ratio).
+    """
+    for f in fields(derived):  # type: ignore[arg-type]
+        value, expected = getattr(recorded, f.name), getattr(derived, f.name)
+        if isinstance(expected, int):
+            wrong = value != expected
+        else:
+            wrong = not (math.isfinite(value)
+                         and close_enough(value, expected, rounded_terms.get(f.name, 0)))
+        if wrong:
+            yield Violation(ViolationKind.TOTALS, f"{prefix}.{f.name} is {value}, {source} "
+                                                  f"gives {expected}")
 
 
 def quote_names(items: list[str]) -> str:

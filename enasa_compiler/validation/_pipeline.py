@@ -27,7 +27,6 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import fields
 
 from enasa_compiler.ir import DigitalOp, OpKind, PeriodicSlot, ProgramEvent
 from enasa_compiler.passes.price import price_operators
@@ -42,6 +41,7 @@ from enasa_compiler.validation._checks import (
     PlanIndex,
     Violation,
     close_enough,
+    compare_totals,
 )
 
 logger = logging.getLogger(__name__)
@@ -310,13 +310,5 @@ def _check_pipeline_figures(index: PlanIndex, slots: dict[str, PeriodicSlot],
     writes = len(plan.program) + passes * sum(len(seg.writes) for seg in pipeline.segments)
     rounded = {"compute_energy_pj": 1, "write_energy_pj": writes + 1,
                "offchip_energy_pj": 1, "energy_pj": writes + 3}
-    for f in fields(derived):
-        recorded, expected = getattr(pipeline.totals, f.name), getattr(derived, f.name)
-        if isinstance(expected, int):
-            wrong = recorded != expected
-        else:
-            wrong = not (math.isfinite(recorded)
-                         and close_enough(recorded, expected, rounded.get(f.name, 0)))
-        if wrong:
-            yield Violation(TOTALS, f"pipeline.totals.{f.name} is {recorded}, the slots give "
-                                    f"{expected}")
+    yield from compare_totals(pipeline.totals, derived, "pipeline.totals", "the slots",
+                              rounded)

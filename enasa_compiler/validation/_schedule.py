@@ -14,7 +14,6 @@ import logging
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import fields
 
 from enasa_compiler._text import plural
 from enasa_compiler.ir import OpKind, WeightMatrix
@@ -31,6 +30,7 @@ from enasa_compiler.validation._checks import (
     PlanIndex,
     Violation,
     close_enough,
+    compare_totals,
     quote_names,
 )
 
@@ -215,16 +215,8 @@ def _check_totals(index: PlanIndex) -> Iterator[Violation]:
     rounded_terms = {"compute_energy_pj": len(plan.operators),
                      "write_energy_pj": len(plan.program),
                      "energy_pj": len(plan.operators) + len(plan.program)}
-    for f in fields(derived):
-        recorded, expected = getattr(plan.totals, f.name), getattr(derived, f.name)
-        if isinstance(expected, int):
-            wrong = recorded != expected
-        else:
-            wrong = not (math.isfinite(recorded)
-                         and close_enough(recorded, expected, rounded_terms.get(f.name, 0)))
-        if wrong:
-            yield Violation(TOTALS, f"totals.{f.name} is {recorded}, the schedule gives "
-                                    f"{expected}")
+    yield from compare_totals(plan.totals, derived, "totals", "the schedule",
+                              rounded_terms)
     yield from _check_bounds(plan)
 
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from enasa_compiler._sets import DisjointSets
 from enasa_compiler.errors import InputError
 from enasa_compiler.ir import (
     CostTable,
@@ -110,22 +111,15 @@ class IIBound:
 
 def _weight_groups(ops: Iterable[MvmOp]) -> list[list[MvmOp]]:
     """Operators that share a weight matrix, directly or through another operator."""
-    parent: dict[str, str] = {}
-
-    def find(key: str) -> str:
-        while parent.setdefault(key, key) != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
+    sets: DisjointSets[str] = DisjointSets()
     ops = list(ops)
     for op in ops:
         ids = [w.id for w in op.base_weights]
         for other in ids[1:]:
-            parent[find(other)] = find(ids[0])
+            sets.join(other, ids[0])
     groups: dict[str, list[MvmOp]] = defaultdict(list)
     for op in ops:
-        groups[find(op.base_weights[0].id)].append(op)
+        groups[sets.find(op.base_weights[0].id)].append(op)
     return list(groups.values())
 
 
@@ -408,23 +402,16 @@ def _resources(program: CrossbarProgram,
                placements: Mapping[str, Sequence[Placement]]) -> dict[str, int]:
     """MVM op -> an id shared by every op it shares a crossbar with (directly or not)."""
     owner: dict[int, str] = {}
-    parent: dict[str, str] = {}
-
-    def find(key: str) -> str:
-        while parent.setdefault(key, key) != key:
-            parent[key] = parent[parent[key]]
-            key = parent[key]
-        return key
-
+    sets: DisjointSets[str] = DisjointSets()
     for op in program.mvm_ops():
-        find(op.id)
         for p in placements[op.id]:
             if p.crossbar in owner:
-                parent[find(op.id)] = find(owner[p.crossbar])
+                sets.join(op.id, owner[p.crossbar])
             else:
                 owner[p.crossbar] = op.id
     roots: dict[str, int] = {}
-    return {op.id: roots.setdefault(find(op.id), len(roots)) for op in program.mvm_ops()}
+    return {op.id: roots.setdefault(sets.find(op.id), len(roots))
+            for op in program.mvm_ops()}
 
 
 def schedule_periodic(program: CrossbarProgram, target: Target, costs: CostTable,
