@@ -397,7 +397,7 @@ class PipelineSegment:
         return max((w.end_ns for w in self.writes), default=0)
 
     def duration_ns(self, images: int) -> int:
-        """The segment's time for ``images`` images, writes included."""
+        """Return the segment's time for ``images`` images, writes included."""
         return max(self.writes_end_ns(), self.schedule.finish_ns(images))
 
 

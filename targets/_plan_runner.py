@@ -82,8 +82,10 @@ class PlanStructure:
         self.batch_agnostic = batch_agnostic(model)
         self._unrolled: dict[str, np.ndarray] = {}
 
-    def _pipeline_events(self, programming: list[tuple[tuple[int, int, int], int, None]],
-                         order: dict[str, int]) -> list[tuple[int, ComputeEvent | None]]:
+    def _pipeline_events(
+        self, programming: list[tuple[tuple[int, int, int], int, ComputeEvent | None]],
+        order: dict[str, int],
+    ) -> list[tuple[int, ComputeEvent | None]]:
         """One image's events through the pipelined schedule, segment after segment.
 
         The one-time programming comes first; then each segment's writes (its tiles
