@@ -14,7 +14,15 @@ from __future__ import annotations
 import logging
 
 from .checkpoint import SupernetConfig, build_supernet, load_checkpoint, save_checkpoint
-from .data import ImageDataset, load_digits_dataset, load_npz, train_val_split
+from .data import (
+    BUILTIN_DATASETS,
+    ImageDataset,
+    load_builtin,
+    load_digits_dataset,
+    load_npz,
+    load_shapes10_dataset,
+    train_val_split,
+)
 from .export import (
     ARCH_METADATA_KEY,
     SUPERNET_METADATA_KEY,
@@ -28,6 +36,7 @@ from .fairnas import FAIRNAS_A, FAIRNAS_CHOICES, FairnasSubnet, FairnasSupernet
 from .flops import ModelCost, count_cost
 from .sampling import (
     fixed_half,
+    sample_distinct_uniform,
     sample_shared_group,
     sample_strict_fair,
     sample_uniform,
@@ -40,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ARCH_METADATA_KEY",
+    "BUILTIN_DATASETS",
     "FAIRNAS_A",
     "FAIRNAS_CHOICES",
     "SPOS_CHOICES",
@@ -60,11 +70,14 @@ __all__ = [
     "export_group",
     "export_subnet",
     "fixed_half",
+    "load_builtin",
     "load_checkpoint",
     "load_digits_dataset",
     "load_npz",
+    "load_shapes10_dataset",
     "read_arch",
     "recalibrate_batchnorm",
+    "sample_distinct_uniform",
     "sample_shared_group",
     "sample_strict_fair",
     "sample_uniform",

@@ -53,6 +53,7 @@ _MAX_WIDTH = 4.0
 _MAX_INPUT_SIZE = 1024
 _MAX_CLASSES = 100_000
 _STAGES = 4
+_MAX_THREADS = 4096
 # What torch.manual_seed accepts.
 _MIN_SEED = -(1 << 63)
 _MAX_SEED = (1 << 64) - 1
@@ -72,6 +73,12 @@ class SupernetConfig:
         seed: Seed of the weight initialisation and of training.
         epochs: Training epochs the weights went through.
         rule: Path sampling of training, ``"spos"`` or ``"fair"``.
+        small_input: The small-input stem (fewer stride-2 stages, for 32x32 images; see
+            :class:`~.spos.SposSupernet` and :class:`~.fairnas.FairnasSupernet`).
+        threads: Torch threads training ran on, ``None`` when not recorded (an untrained
+            supernet, or a checkpoint from before this field). Training is bitwise
+            reproducible for the same seed, data and thread count only: CPU reductions
+            split their sums by thread.
 
     """
 
@@ -83,6 +90,8 @@ class SupernetConfig:
     seed: int = 0
     epochs: int = 0
     rule: str = "spos"
+    small_input: bool = False
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         _check_config(self)
@@ -92,6 +101,11 @@ class SupernetConfig:
         data = asdict(self)
         if self.stage_repeats is not None:
             data["stage_repeats"] = list(self.stage_repeats)
+        # Optional fields are written only when set, so a default config's JSON (and
+        # checkpoint) is what it was before they existed.
+        for key, default in _OPTIONAL_FIELDS.items():
+            if data[key] == default:
+                del data[key]
         return data
 
     @classmethod
@@ -103,11 +117,16 @@ class SupernetConfig:
 
         """
         fields = sorted(cls.__dataclass_fields__)
-        if not isinstance(data, dict) or sorted(data) != fields:
-            raise InputError(f"supernet config must be a JSON object with keys {fields}")
+        required = sorted(set(fields) - set(_OPTIONAL_FIELDS))
+        if not isinstance(data, dict) or not set(required) <= set(data) <= set(fields):
+            raise InputError(f"supernet config must be a JSON object with keys {required} "
+                             f"and optionally {sorted(_OPTIONAL_FIELDS)}")
+        data = {**_OPTIONAL_FIELDS, **data}
         for key, kinds in _FIELD_TYPES.items():
             if isinstance(data[key], bool) or not isinstance(data[key], kinds):
                 raise InputError(f"supernet config: bad {key} {data[key]!r}")
+        if not isinstance(data["small_input"], bool):
+            raise InputError(f"supernet config: bad small_input {data['small_input']!r}")
         repeats = data["stage_repeats"]
         if repeats is not None:
             if any(isinstance(r, bool) or not isinstance(r, int) for r in repeats):
@@ -120,7 +139,9 @@ class SupernetConfig:
 _FIELD_TYPES: dict[str, type | tuple[type, ...]] = {
     "space": str, "width_mult": (int, float), "input_size": int, "num_classes": int,
     "stage_repeats": (list, type(None)), "seed": int, "epochs": int, "rule": str,
+    "threads": (int, type(None)),
 }
+_OPTIONAL_FIELDS: dict[str, Any] = {"small_input": False, "threads": None}
 
 
 def _check_config(config: SupernetConfig) -> None:
@@ -140,6 +161,8 @@ def _check_config(config: SupernetConfig) -> None:
         raise InputError(f"seed must fit torch's 64-bit seed, got {config.seed}")
     if config.epochs < 0:
         raise InputError(f"epochs must be >= 0, got {config.epochs}")
+    if config.threads is not None and not 1 <= config.threads <= _MAX_THREADS:
+        raise InputError(f"threads must be in 1..{_MAX_THREADS}, got {config.threads}")
     repeats = config.stage_repeats
     if repeats is not None:
         if config.space != "spos":
@@ -164,12 +187,13 @@ def build_supernet(config: SupernetConfig, *, align_choices: bool = True) -> Sup
         torch.manual_seed(config.seed)
         if config.space == "fairnas":
             supernet = FairnasSupernet(config.width_mult, config.num_classes,
-                                       config.input_size)
+                                       config.input_size, small_input=config.small_input)
         elif config.stage_repeats is None:
-            supernet = SposSupernet(config.width_mult, config.num_classes, config.input_size)
+            supernet = SposSupernet(config.width_mult, config.num_classes, config.input_size,
+                                    small_input=config.small_input)
         else:
             supernet = SposSupernet(config.width_mult, config.num_classes, config.input_size,
-                                    config.stage_repeats)
+                                    config.stage_repeats, small_input=config.small_input)
     if align_choices:
         align_choice_init(supernet)
     return supernet

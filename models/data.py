@@ -9,6 +9,12 @@ standardised with the dataset's mean and standard deviation, upsampled bilinearl
 the supernet's input size (a multiple of 32) and replicated to the 3 input channels that
 the SPOS and FairNAS stems (and the ONNX exporter) expect.
 
+The second built-in set, ``shapes10`` (:mod:`.synthetic`), is drawn from a seed: ten
+classes of shape and fill compositions in random colours, places, sizes and noise, hard
+enough that logistic regression on the raw pixels stays below 50% while a CNN learns it,
+so that it takes the depth of the full supernets to do well. :func:`load_builtin` loads
+either by name.
+
 User data comes as a ``.npz`` file (``numpy.savez``) with exactly these arrays:
 
 - ``images``: float32, shape (N, C, H, W) with C = 1 or 3 (one channel is replicated to
@@ -32,13 +38,19 @@ from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
 from enasa_compiler.inputs import read_npz
 
+from .synthetic import SHAPES10_CLASSES, draw_shapes10
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "IMAGE_CHANNELS",
+    "BUILTIN_DATASETS",
+    "SHAPES10_IMAGES",
     "ImageDataset",
+    "load_builtin",
     "load_digits_dataset",
     "load_npz",
+    "load_shapes10_dataset",
     "train_val_split",
 ]
 
@@ -46,6 +58,10 @@ IMAGE_CHANNELS = 3
 """Input channels of every supernet stem; one-channel data is replicated to three."""
 _INPUT_STRIDE = 32  # both supernets stride by 32, so the image side must divide by it
 _DIGITS_MAX_VALUE = 16.0  # sklearn digits pixels are integers 0..16
+BUILTIN_DATASETS = ("digits", "shapes10")
+"""Names :func:`load_builtin` (and ``enasa train-supernet --data``) accept."""
+SHAPES10_IMAGES = 6000
+"""Images of the built-in shapes10 set: 600 per class."""
 
 
 @dataclass(frozen=True)
@@ -133,6 +149,41 @@ def load_digits_dataset(input_size: int = 32) -> ImageDataset:
     labels = torch.tensor(digits.target, dtype=torch.int64)
     logger.debug("digits: %d images upsampled to %d", len(labels), input_size)
     return ImageDataset(images, labels, int(labels.max()) + 1)
+
+
+def load_shapes10_dataset(
+    input_size: int = 32, count: int = SHAPES10_IMAGES, seed: int = 0
+) -> ImageDataset:
+    """Draw the procedurally generated shapes10 set (:mod:`.synthetic`), 3 x S x S images.
+
+    The same arguments give bitwise the same images; nothing is downloaded.
+
+    Raises:
+        InputError: ``input_size`` is not a positive multiple of 32, or ``count`` < 10.
+
+    """
+    _check_input_size(input_size)
+    if count < len(SHAPES10_CLASSES):
+        raise InputError(f"shapes10 needs at least {len(SHAPES10_CLASSES)} images, "
+                         f"got {count}")
+    images, labels = draw_shapes10(count, input_size, seed)
+    return ImageDataset(torch.from_numpy(images), torch.from_numpy(labels),
+                        len(SHAPES10_CLASSES))
+
+
+def load_builtin(name: str, input_size: int = 32) -> ImageDataset:
+    """Load a built-in dataset by name, one of :data:`BUILTIN_DATASETS`.
+
+    Raises:
+        InputError: An unknown name or a bad ``input_size``.
+
+    """
+    if name == "digits":
+        return load_digits_dataset(input_size)
+    if name == "shapes10":
+        return load_shapes10_dataset(input_size)
+    raise InputError(f"unknown built-in dataset '{name}' (choose from "
+                     f"{', '.join(BUILTIN_DATASETS)})")
 
 
 def _check_image_geometry(images: np.ndarray, origin: str) -> None:

@@ -37,6 +37,7 @@ __all__ = [
     "FAIRNAS_LAYERS",
     "FAIRNAS_SEPARABLE_CHANNELS",
     "FAIRNAS_STEM_CHANNELS",
+    "SMALL_INPUT_STEM_STRIDE",
     "FairnasLayerSpec",
     "FairnasSubnet",
     "FairnasSupernet",
@@ -77,6 +78,10 @@ FAIRNAS_SEPARABLE_CHANNELS = 16
 FAIRNAS_HEAD_CHANNELS = 1280
 _DROPOUT = 0.2
 _INPUT_STRIDE = 32  # stem s2 and four stride-2 choice layers
+SMALL_INPUT_STEM_STRIDE = 1
+"""Stem stride with ``small_input``: one stride-2 stage fewer, as the CIFAR variants of
+MobileNetV2 do (they also unstride a second stage, which would quadruple the cost of the
+first layers here), so 32x32 images reach the last stage at 2x2 rather than 1x1."""
 
 
 def fairnas_choice(kernel: int, expansion: int) -> int:
@@ -200,13 +205,19 @@ class FairnasSupernet(nn.Module):
             tiny). Width 1 gives the exact published table.
         num_classes: Classifier outputs.
         input_size: Image side; a multiple of 32 because the network strides by 32.
+        small_input: Stem stride 1 instead of 2 (:data:`SMALL_INPUT_STEM_STRIDE`), for
+            32x32 images; module names, layers and choices are unchanged.
 
     """
 
     supernet_name = "fairnas"
 
     def __init__(
-        self, width_mult: float = 1.0, num_classes: int = 1000, input_size: int = 224
+        self,
+        width_mult: float = 1.0,
+        num_classes: int = 1000,
+        input_size: int = 224,
+        small_input: bool = False,
     ) -> None:
         super().__init__()
         if input_size <= 0 or input_size % _INPUT_STRIDE != 0:
@@ -218,13 +229,15 @@ class FairnasSupernet(nn.Module):
         self.width_mult = width_mult
         self.num_classes = num_classes
         self.input_size = input_size
+        self.small_input = small_input
         self.stem_channels = scale_channels(FAIRNAS_STEM_CHANNELS, width_mult)
         self.separable_channels = scale_channels(FAIRNAS_SEPARABLE_CHANNELS, width_mult)
         self.head_channels = scale_channels(FAIRNAS_HEAD_CHANNELS, width_mult)
         self.layer_specs = _layer_specs(width_mult)
 
         stem, sep = self.stem_channels, self.separable_channels
-        self.first_conv = nn.Sequential(*_conv_bn(3, stem, 3, 2), nn.ReLU6())
+        stem_stride = SMALL_INPUT_STEM_STRIDE if small_input else 2
+        self.first_conv = nn.Sequential(*_conv_bn(3, stem, 3, stem_stride), nn.ReLU6())
         self.separable_conv = nn.Sequential(
             *_conv_bn(stem, stem, 3, 1, groups=stem), nn.ReLU6(), *_conv_bn(stem, sep, 1, 1)
         )

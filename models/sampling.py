@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -26,6 +26,7 @@ __all__ = [
     "RandomSource",
     "fixed_half",
     "sample_shared_group",
+    "sample_distinct_uniform",
     "sample_strict_fair",
     "sample_uniform",
     "stagewise_children",
@@ -38,6 +39,7 @@ RandomSource = random.Random | np.random.Generator | int
 _ENUMERATE_LIMIT = (
     1 << 16
 )  # below this many free choices, shuffle them all instead of retrying
+_TRIES_PER_CHILD = 200  # repeats bred before the free layers are drawn uniformly instead
 
 
 def _as_rng(rng: RandomSource) -> random.Random | np.random.Generator:
@@ -89,6 +91,39 @@ def sample_uniform(num_layers: int, num_choices: int, rng: RandomSource) -> Arch
     """
     _check_counts(num_layers, num_choices)
     return _draw(_as_rng(rng), num_layers, num_choices)
+
+
+def sample_distinct_uniform(
+    num_layers: int,
+    num_choices: int,
+    count: int,
+    rng: RandomSource,
+    exclude: Iterable[Sequence[int]] = (),
+) -> list[Arch]:
+    """Draw ``count`` different uniform architectures, none of them in ``exclude``.
+
+    Each draw is :func:`sample_uniform`'s; a repeat is drawn again, so until the first
+    repeat the result equals ``count`` calls of :func:`sample_uniform` on the same
+    source.
+
+    Raises:
+        ValueError: Bad counts, or fewer than ``count`` architectures left outside
+            ``exclude``.
+
+    """
+    _check_counts(num_layers, num_choices)
+    taken = {tuple(int(c) for c in arch) for arch in exclude}
+    if count < 0 or count > num_choices**num_layers - len(taken):
+        raise ValueError(f"cannot draw {count} new architectures from a space of "
+                         f"{num_choices**num_layers} with {len(taken)} excluded")
+    source = _as_rng(rng)
+    archs: list[Arch] = []
+    while len(archs) < count:
+        arch = _draw(source, num_layers, num_choices)
+        if arch not in taken:
+            taken.add(arch)
+            archs.append(arch)
+    return archs
 
 
 def _decode(index: int, num_layers: int, num_choices: int) -> Arch:
@@ -253,6 +288,8 @@ def stagewise_children(
     *,
     num_choices: int,
     mutation_prob: float = 0.1,
+    distinct: bool = True,
+    exclude: Iterable[Sequence[int]] = (),
 ) -> list[Arch]:
     """Make one generation of ENASA's stage-wise evolution (``docs/domain.md`` section 4).
 
@@ -263,7 +300,12 @@ def stagewise_children(
     generations share the bottom half (a common prefix, computed once for the group),
     odd ones the top half (the same weights, kept once in crossbars).
 
-    Children are not deduplicated; a caller that needs distinct subnets filters them.
+    With ``distinct`` (the default) the children are all different and none is in
+    ``exclude``: a repeat is redrawn, and when the parents keep breeding repeats (a
+    converged buffer, no mutation) the free layers are drawn uniformly instead, still
+    with ``best`` on the fixed half. Only when fewer new architectures exist with that
+    half fixed than are asked for do children repeat (logged). Until the first repeat
+    the draws are those of ``distinct=False``, so the same seed gives the same children.
 
     Args:
         best: The best architecture found so far.
@@ -273,6 +315,8 @@ def stagewise_children(
         rng: Source of randomness; the same seed and inputs give the same children.
         num_choices: Candidate blocks per layer.
         mutation_prob: Per-gene mutation probability, in [0, 1].
+        distinct: Redraw children that repeat one another or ``exclude``.
+        exclude: Architectures that must not be drawn (those already evaluated).
 
     Raises:
         ValueError: Empty parent buffer, architectures of different lengths or with
@@ -294,8 +338,8 @@ def stagewise_children(
     ]
     fixed = fixed_half(num_layers, generation)
     source = _as_rng(rng)
-    children = []
-    for _ in range(num_children):
+
+    def child() -> Arch:
         first = _randrange(source, len(pool))
         second = first
         if len(pool) > 1:
@@ -305,7 +349,14 @@ def stagewise_children(
         )
         for layer in fixed:
             genes[layer] = best_arch[layer]
-        children.append(tuple(genes))
+        return tuple(genes)
+
+    if distinct:
+        taken = {tuple(int(c) for c in arch) for arch in exclude}
+        children = _distinct_children(child, num_children, taken, source, best_arch,
+                                      fixed, num_choices)
+    else:
+        children = [child() for _ in range(num_children)]
     logger.debug(
         "generation %d: %d children, layers %d-%d fixed to the best",
         generation,
@@ -313,4 +364,57 @@ def stagewise_children(
         fixed.start,
         fixed.stop - 1,
     )
+    return children
+
+
+def _distinct_children(
+    child: Callable[[], Arch],
+    count: int,
+    taken: set[Arch],
+    rng: random.Random | np.random.Generator,
+    best: Arch,
+    fixed: range,
+    num_choices: int,
+) -> list[Arch]:
+    """Draw ``count`` children from ``child`` that are new to ``taken`` and each other.
+
+    After ``_TRIES_PER_CHILD * count`` repeats, the rest come from uniform draws of the
+    free layers (``best`` on ``fixed``), without replacement; if even those run out,
+    the new ones found are cycled.
+    """
+    children: list[Arch] = []
+    repeats = 0
+    while len(children) < count and repeats < _TRIES_PER_CHILD * max(1, count):
+        arch = child()
+        if arch in taken:
+            repeats += 1
+            continue
+        taken.add(arch)
+        children.append(arch)
+    if len(children) == count:
+        return children
+    free = [layer for layer in range(len(best)) if layer not in fixed]
+    space = num_choices ** len(free)
+    parts: Iterable[Arch]
+    if space <= _ENUMERATE_LIMIT:
+        parts = _distinct_parts(rng, len(free), num_choices, space)  # all, shuffled
+    else:  # too many to list; the excluded ones are a vanishing share of them
+        parts = iter(lambda: _draw(rng, len(free), num_choices), None)
+    for part in parts:
+        if len(children) == count:
+            break
+        genes = list(best)
+        for layer, choice in zip(free, part, strict=True):
+            genes[layer] = choice
+        arch = tuple(genes)
+        if arch not in taken:
+            taken.add(arch)
+            children.append(arch)
+    if len(children) < count:
+        logger.info("only %s with this half fixed; repeating them to fill %d",
+                    plural(len(children), "new architecture"), count)
+        if not children:
+            raise ValueError("no architecture left to draw: every one with the best's "
+                             "fixed half is excluded")
+        children += [children[i % len(children)] for i in range(len(children), count)]
     return children

@@ -32,6 +32,7 @@ __all__ = [
     "SPOS_STAGE_OUT_CHANNELS",
     "SPOS_STAGE_REPEATS",
     "SPOS_STEM_CHANNELS",
+    "SMALL_INPUT_STEM_STRIDE",
     "LayerSpec",
     "ShuffleBlock",
     "ShuffleXceptionBlock",
@@ -51,6 +52,10 @@ SPOS_STEM_CHANNELS = 16
 SPOS_HEAD_CHANNELS = 1024
 _DROPOUT = 0.1
 _INPUT_STRIDE = 32  # stem s2 and four stride-2 stages
+SMALL_INPUT_STEM_STRIDE = 1
+"""Stem stride with ``small_input``: the CIFAR variants of ShuffleNetV2 drop the stem's
+stride (and the max-pool, which SPOS has not), so 32x32 images reach the last stage at
+2x2 rather than 1x1."""
 _CHANNEL_QUANTUM = 4  # the channel shuffle halves a block input that is itself a half
 
 
@@ -227,6 +232,8 @@ class SposSupernet(nn.Module):
         num_classes: Classifier outputs.
         input_size: Image side; a multiple of 32 because the network strides by 32.
         stage_repeats: Choice layers per stage; smaller values make tiny test variants.
+        small_input: Stem stride 1 instead of 2 (:data:`SMALL_INPUT_STEM_STRIDE`), for
+            32x32 images; module names, layers and choices are unchanged.
 
     """
 
@@ -238,6 +245,7 @@ class SposSupernet(nn.Module):
         num_classes: int = 1000,
         input_size: int = 224,
         stage_repeats: Sequence[int] = SPOS_STAGE_REPEATS,
+        small_input: bool = False,
     ) -> None:
         super().__init__()
         if input_size <= 0 or input_size % _INPUT_STRIDE != 0:
@@ -252,6 +260,8 @@ class SposSupernet(nn.Module):
         self.num_classes = num_classes
         self.input_size = input_size
         self.stage_repeats = tuple(stage_repeats)
+        self.small_input = small_input
+        stem_stride = SMALL_INPUT_STEM_STRIDE if small_input else 2
         self.stem_channels = scale_channels(SPOS_STEM_CHANNELS, width_mult)
         self.stage_out_channels = tuple(
             scale_channels(c, width_mult) for c in SPOS_STAGE_OUT_CHANNELS
@@ -262,7 +272,7 @@ class SposSupernet(nn.Module):
         )
 
         self.first_conv = nn.Sequential(
-            nn.Conv2d(3, self.stem_channels, 3, 2, 1, bias=False),
+            nn.Conv2d(3, self.stem_channels, 3, stem_stride, 1, bias=False),
             _bn(self.stem_channels),
             nn.ReLU(),
         )
@@ -280,9 +290,10 @@ class SposSupernet(nn.Module):
         self.dropout = nn.Dropout(_DROPOUT)
         self.classifier = nn.Sequential(nn.Linear(self.head_channels, num_classes, bias=False))
         logger.debug(
-            "SPOS supernet: width %.3g, input %d, %d layers, stages %s",
+            "SPOS supernet: width %.3g, input %d%s, %d layers, stages %s",
             width_mult,
             input_size,
+            " (small-input stem)" if small_input else "",
             self.num_layers,
             self.stage_out_channels,
         )

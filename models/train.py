@@ -12,9 +12,11 @@ or exported. Building supernets and keeping checkpoints live in :mod:`.checkpoin
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -34,11 +36,14 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ESTIMATE_AFTER_STEPS",
+    "SCHEDULES",
     "TrainEstimate",
     "TrainStats",
     "check_data_fits",
     "evaluate_accuracy",
+    "deterministic_algorithms",
     "fair_step",
+    "lr_factor",
     "recalibrate_batchnorm",
     "spos_step",
     "train_supernet",
@@ -54,6 +59,8 @@ class TrainStats:
         epoch_losses: Mean of ``step_losses`` per epoch.
         optimizer_steps: Optimizer updates made.
         seconds: Wall-clock training time.
+        threads: Torch threads the run used; the weights are bitwise reproducible for
+            the same seed, data, recipe and thread count (see :func:`train_supernet`).
 
     """
 
@@ -61,6 +68,39 @@ class TrainStats:
     epoch_losses: list[float] = field(default_factory=list)
     optimizer_steps: int = 0
     seconds: float = 0.0
+    threads: int = 0
+
+
+SCHEDULES = ("linear", "cosine")
+"""Learning-rate schedules of :func:`train_supernet`: SPOS's linear decay to zero, or a
+cosine decay to zero; either may follow a linear warm-up."""
+
+
+def lr_factor(done: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Learning-rate multiplier after ``done`` optimizer updates.
+
+    A linear warm-up from ``1 / warmup_steps`` to 1 over the first ``warmup_steps``
+    updates, then ``schedule`` (:data:`SCHEDULES`) from 1 down to 0 at ``total_steps``.
+    """
+    if done < warmup_steps:
+        return (done + 1) / warmup_steps
+    remaining = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (done - warmup_steps) / remaining)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return max(0.0, 1.0 - progress)
+
+
+@contextmanager
+def deterministic_algorithms() -> Iterator[None]:
+    """Make torch refuse nondeterministic kernels inside the block, then restore the mode."""
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
 
 
 ESTIMATE_AFTER_STEPS = 6
@@ -165,6 +205,8 @@ def train_supernet(
     momentum: float = 0.9,
     weight_decay: float = 4e-5,
     label_smoothing: float = 0.1,
+    schedule: str = "linear",
+    warmup_epochs: float = 0.0,
     optimizer: torch.optim.Optimizer | None = None,
     progress: bool = False,
     on_estimate: Callable[[TrainEstimate], None] | None = None,
@@ -172,9 +214,17 @@ def train_supernet(
     """Train ``supernet`` in place with SPOS's recipe scaled down to small batches.
 
     SGD with momentum, weight decay and label smoothing, the learning rate decaying
-    linearly to zero over the run; ``rule`` picks :func:`spos_step` or :func:`fair_step`.
-    Batches are reshuffled every epoch from ``seed``; the global torch RNG (dropout) is
-    seeded from it too and restored afterwards, so a run is reproducible.
+    to zero over the run (linearly, as SPOS, or on a cosine; after an optional linear
+    warm-up); ``rule`` picks :func:`spos_step` or :func:`fair_step`. Batches are
+    reshuffled every epoch from ``seed``; the global torch RNG (dropout) is seeded from
+    it too and restored afterwards, and torch's deterministic algorithms are required
+    during the run.
+
+    What is reproducible: the same seed, data, recipe and torch thread count give
+    bitwise the same weights (``tests/test_nas_evidence.py``). A different thread
+    count gives a different supernet: CPU kernels split their sums by thread, the last
+    bits differ after the first step and training amplifies them. The thread count is
+    returned in :class:`TrainStats` so a checkpoint can record it.
 
     Args:
         supernet: The SPOS or FairNAS supernet to train.
@@ -187,8 +237,10 @@ def train_supernet(
         momentum: SGD momentum.
         weight_decay: L2 penalty.
         label_smoothing: Cross-entropy label smoothing.
+        schedule: Decay after the warm-up, one of :data:`SCHEDULES`.
+        warmup_epochs: Epochs (may be fractional) of linear warm-up before the decay.
         optimizer: Use this optimizer instead of building SGD (its learning rate still
-            follows the linear decay).
+            follows the schedule).
         progress: Show a tqdm progress bar on stderr.
         on_estimate: Called once, after the first :data:`ESTIMATE_AFTER_STEPS` steps
             (or all of them, in a shorter run), with how long the run will take; a
@@ -202,6 +254,10 @@ def train_supernet(
         raise InputError(f"unknown training rule '{rule}' (choose from spos, fair)")
     if epochs < 0 or batch_size < 1:
         raise InputError(f"need epochs >= 0 and batch size >= 1, got {epochs}, {batch_size}")
+    if schedule not in SCHEDULES:
+        raise InputError(f"unknown schedule '{schedule}' (choose from linear, cosine)")
+    if not 0.0 <= warmup_epochs <= max(epochs, 0):
+        raise InputError(f"warm-up must be in [0, epochs], got {warmup_epochs}")
     check_data_fits(supernet, data)
     step = spos_step if rule == "spos" else fair_step
     if optimizer is None:
@@ -211,8 +267,9 @@ def train_supernet(
     steps_per_epoch = -(-len(data) // batch_size)
     planned_steps = epochs * steps_per_epoch
     total_steps = max(1, planned_steps)
+    warmup_steps = round(warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda done: max(0.0, 1.0 - done / total_steps)
+        optimizer, lambda done: lr_factor(done, total_steps, warmup_steps, schedule)
     )
     criterion = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
     rng = random.Random(seed)
@@ -224,7 +281,8 @@ def train_supernet(
         on_estimate(_estimate(planned_steps, step_ends, started))
     bar = tqdm(total=planned_steps, desc=f"train {rule}", disable=not progress,
                unit="step", leave=False)
-    with torch.random.fork_rng(devices=[]), bar:
+    stats.threads = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]), deterministic_algorithms(), bar:
         torch.manual_seed(seed)
         supernet.train()
         for epoch in range(epochs):

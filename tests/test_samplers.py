@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import enasa_compiler
 from enasa_compiler.models import (
     fixed_half,
+    sample_distinct_uniform,
     sample_strict_fair,
     sample_uniform,
     stagewise_children,
@@ -142,8 +143,80 @@ def test_mutation_draws_new_choices():
     best, pool = (0,) * 20, [(0,) * 20]
     children = stagewise_children(best, pool, 10, 1, 2, num_choices=4, mutation_prob=1.0)
     assert {gene for child in children for gene in child[:10]} == {0, 1, 2, 3}
-    unmutated = stagewise_children(best, pool, 10, 1, 2, num_choices=4, mutation_prob=0.0)
+    unmutated = stagewise_children(best, pool, 10, 1, 2, num_choices=4, mutation_prob=0.0,
+                                   distinct=False)
     assert unmutated == [best] * 10
+
+
+# --- distinct children ------------------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    num_layers=st.integers(2, 20),
+    num_choices=st.integers(2, 6),
+    generation=st.integers(0, 9),
+    mutation_prob=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_children_are_distinct_and_keep_the_fixed_half(
+    num_layers, num_choices, generation, mutation_prob, seed
+):
+    best, pool = _search_state(num_layers, num_choices, seed, parents=3)
+    free_space = num_choices ** (num_layers - len(fixed_half(num_layers, generation)))
+    count = min(12, free_space)
+    children = stagewise_children(best, pool, count, generation, seed,
+                                  num_choices=num_choices, mutation_prob=mutation_prob)
+    assert len(set(children)) == count
+    fixed = fixed_half(num_layers, generation)
+    assert all([c[i] for i in fixed] == [best[i] for i in fixed] for c in children)
+
+
+def test_a_converged_parent_buffer_still_gives_distinct_children():
+    # Every parent is the best and nothing mutates: each bred child is the best itself,
+    # the repeat the old sampler returned 10 times. The free half is drawn instead.
+    best = (0,) * 20
+    children = stagewise_children(best, [best, best], 10, 1, 2, num_choices=4,
+                                  mutation_prob=0.0)
+    assert len(set(children)) == 10
+    assert all(child[10:] == best[10:] for child in children)
+
+
+def test_children_avoid_excluded_architectures():
+    best, pool = _search_state(8, 2, 5, parents=4)
+    first = stagewise_children(best, pool, 8, 0, 1, num_choices=2)
+    second = stagewise_children(best, pool, 8, 0, 1, num_choices=2, exclude=first)
+    # Four free layers of two choices: 16 children in all, 8 already taken.
+    assert not set(first) & set(second)
+    assert len(set(first) | set(second)) == 16
+
+
+def test_distinct_children_equal_the_plain_draws_until_a_repeat():
+    best, pool = _search_state(10, 2, 0, parents=2)
+    plain = stagewise_children(best, pool, 12, 2, 7, num_choices=2, distinct=False)
+    distinct = stagewise_children(best, pool, 12, 2, 7, num_choices=2)
+    first_repeat = next(i for i, arch in enumerate(plain) if arch in plain[:i])
+    assert distinct[:first_repeat] == plain[:first_repeat]
+    assert len(set(distinct)) == 12
+    assert distinct == stagewise_children(best, pool, 12, 2, random.Random(7), num_choices=2)
+
+
+def test_children_repeat_only_when_the_free_half_is_exhausted():
+    best = (1, 1, 0, 0)  # two free layers of two choices: four children at most
+    children = stagewise_children(best, [best], 6, 0, 3, num_choices=2)
+    assert len(set(children)) == 4 and len(children) == 6
+    with pytest.raises(ValueError, match="no architecture left"):
+        stagewise_children(best, [best], 2, 0, 3, num_choices=2, exclude=set(children))
+
+
+def test_distinct_uniform_draws_skip_repeats_and_exclusions():
+    archs = sample_distinct_uniform(3, 2, 8, 4)
+    assert sorted(archs) == sorted({(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)})
+    assert sample_distinct_uniform(3, 2, 8, 4) == archs
+    rest = sample_distinct_uniform(3, 2, 3, 1, exclude=archs[:5])
+    assert set(rest) == set(archs[5:])
+    with pytest.raises(ValueError):
+        sample_distinct_uniform(3, 2, 4, 1, exclude=archs[:5])
 
 
 def test_stagewise_children_are_deterministic_for_every_source():

@@ -13,7 +13,6 @@ prints as one line with exit code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from enasa_compiler._text import about, plural
-from enasa_compiler.atomic import check_output_path
+from enasa_compiler.atomic import check_output_path, json_text
+from enasa_compiler.budgets import check_threads
 from enasa_compiler.cli._output import emit
 from enasa_compiler.errors import InputError
 
@@ -39,6 +39,7 @@ VAL_FRACTION = 0.2
 """Share of the images held out for validation; the split is seeded, so training never
 sees the images ``search`` scores on."""
 _SPLIT_SEED = 0
+BUILTIN_DATA = ("digits", "shapes10")  # models.data.BUILTIN_DATASETS, without torch
 _STRATEGIES = ("uniform", "fair", "stagewise", "evolution")
 EXECUTORS = ("inprocess", "ray")  # search.executors.EXECUTORS, without importing torch
 _SEARCH_DEFAULTS = {"strategy": "stagewise", "generations": 4, "group_size": 8,
@@ -72,8 +73,15 @@ def _add_model_options(parser: argparse.ArgumentParser, defaults: bool) -> None:
     parser.add_argument("--stage-repeats", type=_stage_repeats, default=None,
                         help="SPOS choice layers per stage, e.g. 1,1,2,1 (default 4,4,8,4)")
     parser.add_argument("--data", type=Path, default=None,
-                        help=".npz with float32 'images' (N,C,H,W) and int64 'labels' (N,); "
-                        "default: scikit-learn's digits, upsampled")
+                        help="a built-in dataset, digits (scikit-learn's, upsampled; the "
+                        "default) or shapes10 (6000 seeded, generated 32x32 images of 10 "
+                        "shape-and-fill classes), or an .npz with float32 'images' "
+                        "(N,C,H,W) and int64 'labels' (N,); write ./shapes10 for a file of "
+                        "that name")
+    parser.add_argument("--small-input", action="store_true",
+                        default=False if defaults else None,
+                        help="small-input stem for 32x32 images: fewer stride-2 stages "
+                        "(stem stride 1, so 32x32 images end at 2x2, not 1x1)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -142,16 +150,38 @@ def add_search_parsers(
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=0.02, help="initial learning rate (0.02)")
+    p.add_argument("--schedule", choices=["linear", "cosine"], default="linear",
+                   help="learning-rate decay to zero: linear (SPOS, default) or cosine")
+    p.add_argument("--warmup-epochs", type=float, default=0.0,
+                   help="epochs of linear learning-rate warm-up first (0)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default torch's); recorded in the checkpoint, as "
+                   "the weights are reproducible bit for bit for the same count only")
     p.add_argument("-o", "--output", type=Path, required=True, help="checkpoint to write")
     p.add_argument("--force", action="store_true",
                    help="replace a read-only checkpoint file (never an input)")
     common(p)
 
 
-def _load_data(path: Path | None, input_size: int) -> Any:
-    from enasa_compiler.models.data import load_digits_dataset, load_npz, train_val_split
+def _data_source(path: Path | None) -> str | None:
+    """Return what ``--data`` names: a built-in dataset's name, a resolved path or None."""
+    if path is None or str(path) in BUILTIN_DATA:
+        return None if path is None else str(path)
+    return str(Path(path).resolve())
 
-    data = load_npz(path) if path is not None else load_digits_dataset(input_size)
+
+def _data_inputs(path: Path | None) -> list[Path]:
+    """Return the files ``--data`` reads (none for a built-in dataset)."""
+    return [] if path is None or str(path) in BUILTIN_DATA else [path]
+
+
+def _load_data(source: Path | str | None, input_size: int) -> Any:
+    from enasa_compiler.models.data import load_builtin, load_npz, train_val_split
+
+    if source is None or str(source) in BUILTIN_DATA:
+        data = load_builtin(str(source or "digits"), input_size)
+    else:
+        data = load_npz(source)
     return train_val_split(data, VAL_FRACTION, seed=_SPLIT_SEED)
 
 
@@ -162,20 +192,31 @@ def _train(args: argparse.Namespace, space: str, width: float, rule: str,
     ``announce`` is called with the supernet and the estimate of the run once its first
     steps are timed.
     """
+    import torch
+
     from enasa_compiler.models.checkpoint import SupernetConfig, build_supernet
     from enasa_compiler.models.train import train_supernet
 
     train, val = _load_data(args.data, args.input_size)
+    threads = getattr(args, "threads", None) or torch.get_num_threads()
     config = SupernetConfig(space=space, width_mult=width, input_size=train.input_size,
                             num_classes=train.num_classes, stage_repeats=args.stage_repeats,
-                            seed=args.seed, epochs=args.epochs, rule=rule)
+                            seed=args.seed, epochs=args.epochs, rule=rule,
+                            small_input=bool(args.small_input), threads=threads)
     supernet = build_supernet(config)
     on_estimate = None if announce is None else (
         lambda estimate: announce(supernet, estimate))
-    stats = train_supernet(supernet, train, rule=rule, epochs=args.epochs, seed=args.seed,
-                           batch_size=getattr(args, "batch_size", 16),
-                           lr=getattr(args, "lr", 0.02), progress=_progress(args),
-                           on_estimate=on_estimate)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        stats = train_supernet(supernet, train, rule=rule, epochs=args.epochs,
+                               seed=args.seed, batch_size=getattr(args, "batch_size", 16),
+                               lr=getattr(args, "lr", 0.02),
+                               schedule=getattr(args, "schedule", "linear"),
+                               warmup_epochs=getattr(args, "warmup_epochs", 0.0),
+                               progress=_progress(args), on_estimate=on_estimate)
+    finally:
+        torch.set_num_threads(before)
     return supernet, config, stats, (train, val)
 
 
@@ -212,8 +253,8 @@ def run_train(args: argparse.Namespace) -> int:
         raise InputError("--stage-repeats applies to --space spos only")
     # Before training, which takes minutes: a checkpoint that cannot be written then
     # would throw the work away.
-    check_output_path(args.output, [p for p in (args.data,) if p is not None],
-                      force=args.force)
+    check_threads(getattr(args, "threads", None), "--threads")
+    check_output_path(args.output, _data_inputs(args.data), force=args.force)
     supernet, config, stats, (train, val) = _train(args, args.space, args.width, args.rule)
     save_checkpoint(args.output, supernet, config)
     # A glimpse of quality: a few random subnets scored the SPOS way.
@@ -245,7 +286,8 @@ def _supernet_for_search(args: argparse.Namespace, out: Path) -> Any:
         width = args.width if args.width is not None else 0.25
         if args.stage_repeats is not None and space != "spos":
             raise InputError("--stage-repeats applies to --space spos only")
-        source = args.data or "the built-in digits dataset"
+        source = (f"the built-in {args.data or 'digits'} dataset"
+                  if _data_source(args.data) in (None, *BUILTIN_DATA) else args.data)
 
         def announce(supernet: Supernet, estimate: TrainEstimate) -> None:
             text = (f"no --supernet given; training a {space} supernet (width {width}, "
@@ -263,7 +305,8 @@ def _supernet_for_search(args: argparse.Namespace, out: Path) -> Any:
         return supernet, config, split, _SUPERNET_FILE
     supernet, config = load_checkpoint(args.supernet)
     for option, wanted, have in (("--space", args.space, config.space),
-                                 ("--width", args.width, config.width_mult)):
+                                 ("--width", args.width, config.width_mult),
+                                 ("--small-input", args.small_input, config.small_input)):
         if wanted is not None and wanted != have:
             raise InputError(f"{option} {wanted} does not match the checkpoint's {have}")
     train, val = _load_data(args.data, config.input_size)
@@ -286,15 +329,14 @@ def _new_search(args: argparse.Namespace) -> tuple[Any, ...]:
                           online=args.online, threads=args.threads)
     out = Path(args.out)
     supernet, supernet_config, split, origin = _supernet_for_search(args, out)
-    data = None if args.data is None else str(Path(args.data).resolve())
-    inputs = {"supernet": origin, "data": data}
+    inputs = {"supernet": origin, "data": _data_source(args.data)}
     return config, out, supernet, supernet_config, split, inputs
 
 
 def _check_unchanged(args: argparse.Namespace, saved: dict[str, Any],
                      supernet: dict[str, Any], inputs: dict[str, Any], out: Path) -> None:
     """Refuse options given with --resume that differ from the search being resumed."""
-    data = None if args.data is None else str(Path(args.data).resolve())
+    data = _data_source(args.data)
     checkpoint = None if args.supernet is None else str(Path(args.supernet).resolve())
     given = {
         "--strategy": (args.strategy, saved["strategy"]),
@@ -311,6 +353,7 @@ def _check_unchanged(args: argparse.Namespace, saved: dict[str, Any],
         "--space": (args.space, supernet["space"]),
         "--width": (args.width, supernet["width_mult"]),
         "--input-size": (args.input_size, supernet["input_size"]),
+        "--small-input": (args.small_input or None, supernet.get("small_input", False)),
         "--stage-repeats": (None if args.stage_repeats is None else list(args.stage_repeats),
                             supernet["stage_repeats"]),
         "--epochs": (args.epochs, supernet["epochs"]),
@@ -345,7 +388,7 @@ def _resumed_search(args: argparse.Namespace) -> tuple[Any, ...]:
         raise InputError(f"{out}: checkpoint config does not fit this version ({exc})") \
             from exc
     data = inputs.get("data")
-    split = _load_data(None if data is None else Path(data), supernet_config.input_size)
+    split = _load_data(data, supernet_config.input_size)
     return config, out, supernet, supernet_config, split, inputs
 
 
@@ -356,6 +399,8 @@ def run_search(args: argparse.Namespace) -> int:
     from enasa_compiler.search.loop import search
 
     resume = args.resume is not None
+    check_threads(args.threads, "--threads")
+    check_threads(args.workers, "--workers")
     if args.out is not None:
         check_output_path(args.out, folder=True)
     if args.executor != "ray" and (args.address is not None or args.workers is not None):
@@ -370,10 +415,10 @@ def run_search(args: argparse.Namespace) -> int:
         executor.close()
     # No timing here: the same seed gives the same bytes, on any executor, resumed or not.
     header = {"supernet": supernet_config.to_dict(), "search": result.config}
-    write_atomic(out / "history.json",
-                 json.dumps({**header, "history": result.history}, indent=1) + "\n")
-    write_atomic(out / "best.json", json.dumps({**header, "best": result.best}, indent=1)
-                 + "\n")
+    history = json_text({**header, "history": result.history}, "history.json", indent=1)
+    write_atomic(out / "history.json", history + "\n")
+    best_text = json_text({**header, "best": result.best}, "best.json", indent=1)
+    write_atomic(out / "best.json", best_text + "\n")
     best = result.best
     text = (f"searched {plural(len(result.history), 'subnet')} ({config.strategy}, "
             f"{executor.name} executor) in {result.seconds:.0f} s; wrote "

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from enasa_compiler.atomic import write_atomic
+from enasa_compiler.atomic import json_text, write_atomic
 from enasa_compiler.errors import InputError
 from enasa_compiler.models.data import ImageDataset
 from enasa_compiler.models.export import Supernet
@@ -77,6 +77,7 @@ class SearchState:
         self.choices = supernet.num_choices
         self.history: list[dict[str, Any]] = []
         self.seen: set[Arch] = set()  # evaluated, or proposed in this generation
+        self.evaluated: dict[Arch, dict[str, Any]] = {}  # each one's record, its cache
         self._macs: dict[Arch, int] = {}
         size = supernet.input_size
         self._example = torch.zeros(1, 3, size, size)
@@ -86,6 +87,15 @@ class SearchState:
         if arch not in self._macs:
             self._macs[arch] = count_cost(self.supernet, self._example, arch).macs
         return self._macs[arch]
+
+    def accuracy(self, arch: Arch) -> float | None:
+        """Return the accuracy ``arch`` was measured at, or ``None`` if never evaluated.
+
+        The search's cache: an architecture is evaluated once, and every later proposal
+        of it is refused (:meth:`admissible`) rather than scored again.
+        """
+        record = self.evaluated.get(tuple(arch))
+        return None if record is None else float(record["accuracy"])
 
     def admissible(self, arch: Arch, group: list[Arch]) -> bool:
         """Return whether ``arch`` is new to the search and the group, and within budget."""
@@ -208,8 +218,11 @@ class SearchState:
             "generation": generation, "group": group}
         for entry in records:
             arch = tuple(entry["arch"])
+            if arch in self.evaluated:
+                raise ValueError(f"architecture {list(arch)} evaluated twice")
             self.seen.add(arch)
             self.history.append({**where, **entry, "macs": self.macs(arch)})
+            self.evaluated[arch] = self.history[-1]
 
     def to_dict(self) -> dict[str, Any]:
         """Return what :meth:`restore` needs, as JSON-ready data."""
@@ -231,6 +244,7 @@ class SearchState:
         self.rng.setstate(random_state_from_json(data.get("random_state")))
         self.history = history
         self.seen = {tuple(entry["arch"]) for entry in history}
+        self.evaluated = {tuple(entry["arch"]): entry for entry in history}
         self._macs.update((tuple(entry["arch"]), entry["macs"]) for entry in history)
 
 
@@ -294,7 +308,8 @@ def write_checkpoint(folder: Path, **fields: Any) -> Path:
         raise ValueError(f"checkpoint needs exactly the fields {_CHECKPOINT_KEYS}")
     payload = {"format": CHECKPOINT_FORMAT, **{key: fields[key] for key in _CHECKPOINT_KEYS}}
     # Keys keep their order (no sort_keys): a resumed history must print as the original.
-    return write_atomic(folder / CHECKPOINT_FILE, json.dumps(payload, indent=1) + "\n")
+    text = json_text(payload, "the search checkpoint", indent=1)
+    return write_atomic(folder / CHECKPOINT_FILE, text + "\n")
 
 
 def read_checkpoint(folder: str | Path) -> dict[str, Any]:
@@ -317,7 +332,9 @@ def read_checkpoint(folder: str | Path) -> dict[str, Any]:
         raise InputError(f"{folder}: no {CHECKPOINT_FILE} to resume from") from None
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError as exc:
+        raise InputError(f"{path} is not JSON (nested too deeply)") from exc
+    except ValueError as exc:  # not JSON, not UTF-8, or an integer of over 4300 digits
         raise InputError(f"{path} is not JSON ({exc})") from exc
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path} is not an {CHECKPOINT_FORMAT} checkpoint")
