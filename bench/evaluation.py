@@ -1,10 +1,14 @@
 """Benchmark: the paper's comparison (``enasa bench``) at full settings.
 
-Runs K=4 generations of G=16 full-size SPOS and FairNAS subnets on N=64 images
-through the ENASA flow, the single-network CIM flow, the resident flow and
-onnxruntime on this machine, plus the ablations and the scaling curves, and writes
-results.json, results.md and the plots into ``bench/results/evaluation/``. Extra
-arguments are passed to ``enasa bench`` (e.g. ``--images 16``).
+Runs the distinct subnets of K=4 generations of G=16 full-size SPOS and FairNAS
+subnets on N=10,000 images each (pipelined plans) through the ENASA flow (a), the
+pipelined single-network CIM flow (b), the resident flow without sharing (c),
+onnxruntime on this machine's CPU (d, measured on 64 images per subnet and
+extrapolated) and the NASA model (e), plus the FCFS ablation and OPS vs FCFS on the
+capacity-limited ``edge`` target, and writes results.json, results.md and the plots
+into ``bench/results/evaluation/``. Extra arguments are passed to ``enasa bench``
+(the committed results used ``--generations 2 --group-size 16`` to finish in about
+20 minutes on two shared cores). A GPU row comes from ``bench/gpu_baseline.py``.
 
 Run:  python bench/evaluation.py [enasa bench options]
 """

@@ -155,6 +155,7 @@ def test_full_size_group_does_not_fit_edge_and_is_mapped_dynamically(edge_and_ne
     assert main(["validate", str(edge_and_neurosim["edge"]), "-q"]) == 0
 
 
+@pytest.mark.slow
 def test_dynamic_mapping_on_edge_pays_for_its_rewrites(edge_and_neurosim, capsys):
     reports = {}
     for target, path in edge_and_neurosim.items():

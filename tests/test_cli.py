@@ -233,6 +233,7 @@ def test_plan_file_gets_the_usual_permissions(compiled_plan):
     assert stat.S_IMODE(compiled_plan.stat().st_mode) == 0o666 & ~umask
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_flow(capsys):
     assert main(["demo", "--subnets", "4", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)

@@ -134,6 +134,7 @@ def test_validate_with_models_rederives_every_operator(group4_result, group4_fil
                             "plan but 0,1,2,3") for m in messages)
 
 
+@pytest.mark.slow
 def test_subnets_from_the_dynamo_exporter_compile(demo_supernet, tmp_path):
     from enasa_compiler.models.export import export_subnet
 

@@ -40,7 +40,10 @@ def _compile_prove_execute(files: list[Path], samples: np.ndarray):
     return result.plan, max(errors)
 
 
-@pytest.fixture(scope="module", params=list(EXPORTERS))
+# The dynamo exporter takes seconds a model: its half of the groups runs with the slow
+# tests (python -m pytest -m slow, and in CI).
+@pytest.fixture(scope="module", params=[
+    "legacy", pytest.param("dynamo", marks=pytest.mark.slow)])
 def exporter(request) -> str:
     return request.param
 

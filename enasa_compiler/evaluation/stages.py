@@ -18,20 +18,21 @@ __all__ = ["STAGES", "time_compile_stages"]
 
 def time_compile_stages(
     files: Sequence[Path], target: Target, *, mode: str = "auto", batch: int = 1,
-    solver: str = "ops", duplicate: str | int = "off",
+    solver: str = "ops", duplicate: str | int = "off", images: int = 10_000,
 ) -> tuple[Plan, dict[str, Any]]:
     """Compile ``files``, time each stage, and validate the plan.
 
     Returns:
         The plan and a row: ``<stage>_s`` per stage, ``compile_s`` (their sum),
-        ``validate_s``, and the plan's headline figures.
+        ``validate_s``, and the plan's headline figures (``pipeline_*``: the
+        pipelined run of ``images`` images).
 
     Raises:
         AssertionError: the plan does not validate (a compiler bug).
 
     """
     result = compile_detailed(files, target, mode=mode, batch=batch, solver=solver,
-                              duplicate=duplicate)
+                              duplicate=duplicate, images=images)
     plan = result.plan
     started = time.perf_counter()
     violations = validate(plan)
@@ -47,4 +48,10 @@ def time_compile_stages(
                utilization=plan.totals.utilization,
                allocated_utilization=plan.totals.allocated_utilization,
                cell_writes=plan.totals.cell_writes, **plan.dedup)
+    if plan.pipeline is not None:
+        pipe = plan.pipeline.totals
+        row.update(pipeline_makespan_ns=pipe.makespan_ns, pipeline_ii_ns=pipe.ii_ns,
+                   pipeline_energy_pj=pipe.energy_pj,
+                   pipeline_utilization=pipe.utilization,
+                   pipeline_allocated_utilization=pipe.allocated_utilization)
     return plan, row

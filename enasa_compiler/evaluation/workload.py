@@ -8,6 +8,11 @@ is the member with the fewest multiply-adds (a hardware-aware fitness that needs
 accuracy); the systems are compared on cost, which does not depend on the weights'
 values. With ``stagewise=False`` every member is drawn uniformly at random (the
 ablation: groups that share little).
+
+Every architecture is evaluated once: the stage-wise sampler is asked for children
+not seen before, and :func:`distinct_generations` drops whatever repeat is left (a
+uniform draw, or a fixed half with fewer new architectures than the group size), so
+each flow is charged per distinct subnet.
 """
 
 from __future__ import annotations
@@ -29,8 +34,8 @@ from enasa_compiler.models.sampling import (
     stagewise_children,
 )
 
-__all__ = ["SPACES", "WorkloadSpec", "build_workload_supernet", "export_generations",
-           "generation_archs"]
+__all__ = ["SPACES", "WorkloadSpec", "build_workload_supernet", "distinct_generations",
+           "export_generations", "generation_archs"]
 
 SPACES = ("spos", "fairnas")
 
@@ -86,10 +91,31 @@ def generation_archs(supernet: Supernet, spec: WorkloadSpec) -> list[list[Arch]]
             if tuple(arch) not in costs:
                 costs[tuple(arch)] = _macs(supernet, arch)
         best = min(group, key=lambda arch: (costs[tuple(arch)], tuple(arch)))
+        seen = [arch for earlier in groups for arch in earlier]
         group = stagewise_children(best, group, spec.group_size, generation, rng,
-                                   num_choices=choices)
+                                   num_choices=choices, exclude=seen)
         groups.append(group)
     return groups
+
+
+def distinct_generations(groups: Sequence[Sequence[Arch]]) -> list[list[Arch]]:
+    """Drop every architecture already drawn, in its own generation or an earlier one.
+
+    A NAS loop keeps the accuracy of an architecture it has evaluated, so a repeat
+    costs nothing on any system; keeping it would charge the per-subnet baselines for
+    work that ENASA's dedup merges for free. Generations left empty are dropped.
+    """
+    seen: set[tuple[int, ...]] = set()
+    kept: list[list[Arch]] = []
+    for group in groups:
+        fresh = []
+        for arch in group:
+            if tuple(arch) not in seen:
+                seen.add(tuple(arch))
+                fresh.append(arch)
+        if fresh:
+            kept.append(fresh)
+    return kept
 
 
 def export_generations(supernet: Supernet, groups: Sequence[Sequence[Arch]],
