@@ -46,3 +46,21 @@ def group4_default(group4_files):
 def compiled_plan_path(group4_result, tmp_path_factory) -> Path:
     """The four-subnet group's plan saved to a file, for tests of the commands."""
     return group4_result.plan.save(tmp_path_factory.mktemp("plan") / "plan.json")
+
+
+@pytest.fixture(scope="session")
+def corpus_run(tmp_path_factory) -> tuple[Path, str]:
+    """The hostile corpus, generated once by running its script as a user would.
+
+    Shared by the corpus and ``enasa check`` tests; no test may change it (the corpus
+    test checks each case leaves its folder as it found it).
+    """
+    import subprocess
+    import sys
+
+    script = Path(__file__).parent / "corpus" / "make_corpus.py"
+    root = tmp_path_factory.mktemp("corpus")
+    result = subprocess.run([sys.executable, str(script), str(root)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return root, result.stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -31,12 +30,8 @@ COMPILE_CASES = [case for case in make_corpus.cases() if case.argv[0] == "compil
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    result = subprocess.run([sys.executable, str(SCRIPT), str(root)], capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    return root
+def corpus(corpus_run: tuple[Path, str]) -> Path:
+    return corpus_run[0]
 
 
 def _check_argv(compile_argv: list[str]) -> list[str]:

@@ -85,7 +85,10 @@ def tiny() -> FairnasSupernet:
     return _tiny_supernet()
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["legacy", "dynamo"])
+# The dynamo export takes seconds: that half runs with the slow tests.
+@pytest.fixture(scope="module", params=[
+    pytest.param(False, id="legacy"),
+    pytest.param(True, id="dynamo", marks=pytest.mark.slow)])
 def exported(request, tiny, tmp_path_factory) -> tuple[onnx.ModelProto, str]:
     path = tmp_path_factory.mktemp("fairnas") / "tiny.onnx"
     export_subnet(tiny, TINY_ARCH, path, batch_size=2, dynamo=request.param)

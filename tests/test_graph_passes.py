@@ -54,7 +54,8 @@ ARCH_B = (0, 1, 0, 2)  # shares layers 0-1 with A: compute-shared prefix of leng
 ARCH_C = (1, 2, 0, 0)  # same layer-3 choice as A on a different input: weight-shared
 ARCH_D = (2, 0, 1, 1)
 GROUP = (ARCH_A, ARCH_B, ARCH_C, ARCH_D)
-EXPORTERS = ("legacy", "dynamo")
+# The dynamo export takes seconds: that half runs with the slow tests.
+EXPORTERS = ("legacy", pytest.param("dynamo", marks=pytest.mark.slow))
 
 
 # ----------------------------------------------------------------------------- supernet

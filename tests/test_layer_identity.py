@@ -185,6 +185,7 @@ def test_metadata_tag_wins_over_depth_and_stem_head_get_no_key():
     assert [op.layer for op in program.ops] == ["", "", "layer4", "layer4", "", "", "custom"]
 
 
+@pytest.mark.slow
 def test_both_exporters_tag_the_same_layers(tiny_supernet, tmp_path):
     keys = {}
     for dynamo in (False, True):

@@ -59,7 +59,10 @@ def full_size() -> SposSupernet:
     return SposSupernet()
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["legacy", "dynamo"])
+# The dynamo export takes seconds: that half runs with the slow tests.
+@pytest.fixture(scope="module", params=[
+    pytest.param(False, id="legacy"),
+    pytest.param(True, id="dynamo", marks=pytest.mark.slow)])
 def exported(request, tiny, tmp_path_factory) -> tuple[bool, onnx.ModelProto, str]:
     path = tmp_path_factory.mktemp("export") / "tiny.onnx"
     export_subnet(tiny, TINY_ARCH, path, batch_size=2, dynamo=request.param)

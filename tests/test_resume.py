@@ -67,6 +67,7 @@ def _stop_after(generation: int):
     return hook
 
 
+@pytest.mark.slow
 def test_interrupted_search_resumes_to_the_uninterrupted_result(
     inputs, uninterrupted, tmp_path
 ):

@@ -41,7 +41,7 @@ def _compile_prove_execute(files: list[Path], samples: np.ndarray):
 
 
 # The dynamo exporter takes seconds a model: its half of the groups runs with the slow
-# tests (python -m pytest -m slow, and in CI).
+# tests (python -m pytest -q -m slow -n 0, and in CI).
 @pytest.fixture(scope="module", params=[
     "legacy", pytest.param("dynamo", marks=pytest.mark.slow)])
 def exporter(request) -> str:
@@ -95,6 +95,7 @@ def test_vit_dedup_removes_exactly_the_shared_blocks(exporter, images, tmp_path)
     assert attention and all(op.macs > 0 for op in attention)
 
 
+@pytest.mark.slow
 def test_mixed_exporters_deduplicate_as_one_exporter(images, tmp_path):
     example = torch.from_numpy(images[:1])
     nets = mobilenet_group(trained_batchnorm=False)
