@@ -131,7 +131,7 @@ def build_styles(plan: Plan) -> dict[str, Style]:
 
 
 # ---- Gantt --------------------------------------------------------------------------
-def _merge(intervals: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_intervals(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     """Union of half-open intervals, so a band draws one bar where its crossbars overlap."""
     merged: list[tuple[int, int]] = []
     for start, end in sorted(intervals):
@@ -170,7 +170,7 @@ def _bars(
 ) -> int:
     """Draw one style's intervals as a single collection; returns the bar count."""
     boxes = [(start, end, row)
-             for row, spans in by_row.items() for start, end in _merge(spans)]
+             for row, spans in by_row.items() for start, end in merge_intervals(spans)]
     if not boxes:
         return 0
     data = np.asarray(boxes, dtype=float)

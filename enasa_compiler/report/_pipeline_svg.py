@@ -34,7 +34,7 @@ from dataclasses import dataclass
 
 from enasa_compiler.ir import PeriodicSchedule
 from enasa_compiler.plan import Plan
-from enasa_compiler.report._charts import Style, op_style_key
+from enasa_compiler.report._charts import Style, merge_intervals, op_style_key
 from enasa_compiler.report._gantt_svg import (
     _duration,
     _fill,
@@ -106,16 +106,6 @@ def _runs(values: Iterable[int]) -> list[tuple[int, int]]:
         else:
             runs.append((value, value))
     return runs
-
-
-def _merge(intervals: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(intervals):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
 
 
 def _row_axis(rows: PipelineRows, right: float) -> str:
@@ -235,7 +225,7 @@ def period_svg(plan: Plan, schedule: PeriodicSchedule, rows: PipelineRows,
                          subnets)
     shares = []
     for row in range(rows.count):
-        share = sum(end - start for start, end in _merge(busy[row])) / ii
+        share = sum(end - start for start, end in merge_intervals(busy[row])) / ii
         y = _row_top(rows, row) + _ROW / 2 + _FONT * 0.35
         shares.append(f'<text x="{right + 4:.1f}" y="{y:.1f}">{share:.0%}</text>')
     grid = "".join(f'<line x1="{x:.1f}" y1="{_TOP:.1f}" x2="{x:.1f}" y2="{bottom:.1f}" '
@@ -313,7 +303,7 @@ def fill_drain_svg(schedule: PeriodicSchedule, images: int, rows: PipelineRows, 
             start = slot.offset_ns - first
             per_row[row].append((start, start + slot.duration_ns))
     pieces = [(row, start, end) for row, spans in per_row.items()
-              for start, end in _merge(spans)]
+              for start, end in merge_intervals(spans)]
     pieces = sorted(sorted(pieces, key=lambda p: (p[1] - p[2], p))[:max_bars])
     template = "".join(
         f'<rect x="{_LEFT + start * px_per_ns:.2f}" y="{_row_top(rows, row) + 1:.1f}" '
