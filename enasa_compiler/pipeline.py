@@ -53,7 +53,6 @@ from enasa_compiler.passes.mapping.periodic import (
     balance_lanes,
     balance_throughput,
     best_allocated_utilization,
-    ii_lower_bound,
     image_costs,
     schedule_periodic,
     slot_durations,
@@ -408,10 +407,7 @@ def build_pipeline(program: CrossbarProgram, target: Target, schedule: Schedule,
     """
     costs = image_costs(program, target)
     placements = {e.op: e.placements for e in schedule.compute}
-    single = slot_durations(program, target, costs, {})
-    floor = ii_lower_bound(program, target, single, {}, placements)
-    mvm_floor = max((single[op.id] for op in program.mvm_ops()), default=1)
-    lanes = balance_lanes(program, target, max(floor.crossbar_ns, mvm_floor))
+    lanes = balance_lanes(program, target, costs, placements)
     periodic, bound = schedule_periodic(program, target, costs, lanes, placements)
     lowered = lowered or program
     lowered_image_costs = lowered_image_costs or image_costs(lowered, target)

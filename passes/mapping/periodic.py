@@ -145,13 +145,18 @@ def _lanes_within(digital: Sequence[DigitalOp], target: Target,
     return lanes if lane_ns <= target.chip.digital_units * limit_ns else None
 
 
-def balance_lanes(program: CrossbarProgram, target: Target, floor_ns: int) -> dict[str, int]:
-    """Lanes per digital operator for the lowest II at or above ``floor_ns``.
+def balance_lanes(program: CrossbarProgram, target: Target, costs: CostTable,
+                  placements: Mapping[str, Sequence[Placement]]) -> dict[str, int]:
+    """Lanes per digital operator for the lowest II the placed crossbars allow.
 
-    For a program whose copies are fixed (``floor_ns`` is then its crossbar bound): the
+    The copies and crossbars are fixed, so the MVM operators set a floor (each
+    crossbar's summed per-image work, the longest MVM operator); above it, the
     smallest limit at which every digital operator fits on few enough lanes and the
-    units hold the lane-time, found by bisection.
+    units hold the lane-time is found by bisection. ``costs`` are per-image prices.
     """
+    single = slot_durations(program, target, costs, {})
+    crossbars = ii_lower_bound(program, target, single, {}, placements).crossbar_ns
+    floor_ns = max([crossbars, *(single[op.id] for op in program.mvm_ops())])
     digital = [op for op in program.ops if isinstance(op, DigitalOp)]
     one_lane = [digital_lanes_ns(op, target, 1) for op in digital]
     high = max(floor_ns, max(one_lane, default=1),

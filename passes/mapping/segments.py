@@ -37,9 +37,7 @@ from enasa_compiler.passes.mapping.ops import RankingPolicy, rank_key
 from enasa_compiler.passes.mapping.periodic import (
     IIBound,
     balance_lanes,
-    ii_lower_bound,
     schedule_periodic,
-    slot_durations,
     sub_program,
 )
 from enasa_compiler.targets.target import Target
@@ -175,10 +173,7 @@ def segmented_pipeline(program: CrossbarProgram, target: Target, costs: CostTabl
         placements: dict[str, tuple[Placement, ...]] = {
             op.id: tuple(Placement(t.id, where[t.id]) for t in op.tiles)
             for op in sub.mvm_ops()}
-        single = slot_durations(sub, target, image_costs, {})
-        floor = ii_lower_bound(sub, target, single, {}, placements)
-        mvm_floor = max((single[op.id] for op in sub.mvm_ops()), default=1)
-        lanes = balance_lanes(sub, target, max(floor.crossbar_ns, mvm_floor))
+        lanes = balance_lanes(sub, target, image_costs, placements)
         start = max((w.end_ns for w in writes), default=0)
         schedule, bound = schedule_periodic(sub, target, image_costs, lanes, placements,
                                             start_ns=start)
