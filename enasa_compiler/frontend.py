@@ -9,6 +9,7 @@ read from inside the model's folder.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -112,13 +114,18 @@ _PACKED_4BIT = frozenset(getattr(onnx.TensorProto, name) for name in
                          ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, name))
 
 
+@functools.lru_cache(maxsize=64)
+def _itemsize(data_type: int) -> int:
+    return int(onnx.helper.tensor_dtype_to_np_dtype(data_type).itemsize)
+
+
 def _tensor_bytes(tensor: onnx.TensorProto, origin: str) -> int:
     """Bytes the raw data of ``tensor`` must hold, from its dims and data type."""
     what = f"{origin}: tensor '{tensor.name}'"
     if tensor.data_type == onnx.TensorProto.STRING:
         raise InputError(f"{what} is a string tensor stored as external data; refused")
     try:
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+        itemsize = _itemsize(tensor.data_type)
     except (KeyError, ValueError, TypeError) as exc:
         raise InputError(f"{what} has unknown data type {tensor.data_type}") from exc
     if any(d < 0 for d in tensor.dims):
@@ -274,8 +281,12 @@ def _check_node_names(proto: onnx.ModelProto, origin: str) -> None:
         seen.add(node.name)
 
 
-_FLOAT_TYPES = frozenset({onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE,
-                          onnx.TensorProto.FLOAT16})
+_FLOAT_DTYPES: dict[int, np.dtype[np.floating[Any]]] = {
+    onnx.TensorProto.FLOAT: np.dtype("<f4"),
+    onnx.TensorProto.DOUBLE: np.dtype("<f8"),
+    onnx.TensorProto.FLOAT16: np.dtype("<f2"),
+}
+_FLOAT_TYPES = frozenset(_FLOAT_DTYPES)
 
 
 def _check_weights(proto: onnx.ModelProto, origin: str) -> None:
@@ -292,16 +303,24 @@ def _check_weights(proto: onnx.ModelProto, origin: str) -> None:
         if tensor.data_type == onnx.TensorProto.STRING or any(d < 0 for d in tensor.dims):
             continue  # the checker names these
         needed = _tensor_bytes(tensor, origin)
-        if tensor.HasField("raw_data") and len(tensor.raw_data) > needed:
-            raise InputError(f"{what} holds {len(tensor.raw_data)} bytes of raw data but "
+        # Each read of ``raw_data`` copies the bytes out of the message: read it once.
+        raw = tensor.raw_data if tensor.HasField("raw_data") else None
+        if raw is not None and len(raw) > needed:
+            raise InputError(f"{what} holds {len(raw)} bytes of raw data but "
                              f"its shape {list(tensor.dims)} needs {needed}")
         if tensor.data_type not in _FLOAT_TYPES or needed == 0:
             continue
-        try:
-            values = numpy_helper.to_array(tensor)
-        except (ValueError, TypeError):
-            continue  # too few bytes: the checker's message says so
-        if not np.isfinite(values).all():
+        if raw is not None:
+            if len(raw) < needed:
+                continue  # too few bytes: the checker's message says so
+            values = np.frombuffer(raw, dtype=_FLOAT_DTYPES[tensor.data_type])
+        else:
+            try:
+                values = numpy_helper.to_array(tensor)
+            except (ValueError, TypeError):
+                continue  # too few values: the checker's message says so
+        # NaN and infinities carry through min and max, which allocate nothing.
+        if values.size and not (np.isfinite(values.min()) and np.isfinite(values.max())):
             raise InputError(f"{what} holds NaN or infinite values")
 
 
@@ -362,8 +381,8 @@ def _infer(proto: onnx.ModelProto, origin: str) -> None:
     Shape inference runs on a serialized model, and serializing the weights, parsing
     them in C++ and parsing the result back costs more than the inference itself. So it
     runs on a copy without the bytes of the weights it only reads the type of, and
-    what it wrote (everything but the initializers, which it never changes) is copied
-    back into ``proto``.
+    what it wrote (everything but the initializers, which it never changes, and, in a
+    graph without subgraphs, the nodes) is copied back into ``proto``.
     """
     try:
         inferred = onnx.shape_inference.infer_shapes(
@@ -372,8 +391,11 @@ def _infer(proto: onnx.ModelProto, origin: str) -> None:
     except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(f"{origin}: shape inference failed: {first}") from exc
-    _copy_fields(inferred, proto, skip="graph")
-    _copy_fields(inferred.graph, proto.graph, skip="initializer")
+    _copy_fields(inferred, proto, skip={"graph"})
+    # Inference writes value infos and output types; it changes a node only through the
+    # value infos of its subgraphs, so nodes are copied back only where there are any.
+    skip = {"initializer"} if _has_subgraphs(proto.graph) else {"initializer", "node"}
+    _copy_fields(inferred.graph, proto.graph, skip=skip)
 
 
 # Inputs whose shape inference reads the type only, never the values (for Conv, Gemm and
@@ -387,6 +409,11 @@ _TYPE_ONLY_INPUTS = {
 _STRIP_MIN_BYTES = 1024
 
 
+def _has_subgraphs(graph: onnx.GraphProto) -> bool:
+    return any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for node in graph.node for attr in node.attribute)
+
+
 def _without_weight_bytes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``proto`` whose large type-only initializers have no bytes.
 
@@ -395,37 +422,34 @@ def _without_weight_bytes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """
     graph = proto.graph
     type_only: dict[str, bool] = {}  # initializer name -> read for its type only
-    for node in graph.node:
-        if any(attr.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-               for attr in node.attribute):
-            type_only.clear()
-            break
-        positions = (_TYPE_ONLY_INPUTS.get(node.op_type, frozenset())
-                     if node.domain in ("", "ai.onnx") else frozenset())
-        for position, name in enumerate(node.input):
-            type_only[name] = type_only.get(name, True) and position in positions
-    for value in graph.output:
-        type_only[value.name] = False
+    if not _has_subgraphs(graph):
+        for node in graph.node:
+            positions = (_TYPE_ONLY_INPUTS.get(node.op_type, frozenset())
+                         if node.domain in ("", "ai.onnx") else frozenset())
+            for position, name in enumerate(node.input):
+                type_only[name] = type_only.get(name, True) and position in positions
+        for value in graph.output:
+            type_only[value.name] = False
     stripped = onnx.ModelProto()
-    _copy_fields(proto, stripped, skip="graph")
+    _copy_fields(proto, stripped, skip={"graph"})
     stripped.graph.SetInParent()
-    _copy_fields(graph, stripped.graph, skip="initializer")
+    _copy_fields(graph, stripped.graph, skip={"initializer"})
     for tensor in graph.initializer:
         if (type_only.get(tensor.name) and tensor.HasField("raw_data")
                 and len(tensor.raw_data) >= _STRIP_MIN_BYTES):
-            _copy_fields(tensor, stripped.graph.initializer.add(), skip="raw_data")
+            _copy_fields(tensor, stripped.graph.initializer.add(), skip={"raw_data"})
         else:
             stripped.graph.initializer.append(tensor)
     return stripped
 
 
-def _copy_fields(source: Message, target: Message, *, skip: str) -> None:
-    """Give ``target`` every field of ``source`` except ``skip`` (which it keeps)."""
+def _copy_fields(source: Message, target: Message, *, skip: set[str]) -> None:
+    """Give ``target`` every field of ``source`` except those in ``skip`` (it keeps them)."""
     for field in source.DESCRIPTOR.fields:
-        if field.name != skip:
+        if field.name not in skip:
             target.ClearField(field.name)
     for field, value in source.ListFields():
-        if field.name == skip:
+        if field.name in skip:
             continue
         if field.is_repeated:
             getattr(target, field.name).extend(value)
@@ -530,12 +554,70 @@ def _build(checked: _Checked, batch: int) -> SubnetModel:
     _infer(proto, origin)
     _check_value_sizes(proto, origin)
     _check_mvm_sizes(proto, origin)
+    static = _take_static_value_infos(proto)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:  # onnx_ir raises several types for malformed protos
         raise InputError(f"{origin}: cannot read the model: {exc}") from exc
+    _give_static_value_infos(model.graph, static)
     return SubnetModel(name=checked.name, sha256=checked.sha256, model=model,
                        arch=_arch(proto))
+
+
+_StaticInfo = tuple[tuple[int, ...], int]
+"""A value info with nothing but a tensor type and static dims: (dims, element type)."""
+
+
+def _take_static_value_infos(proto: onnx.ModelProto) -> dict[str, _StaticInfo]:
+    """Remove the plain static value infos from ``proto``'s graph and return them.
+
+    onnx_ir reads a value info through generic, per-dimension code, which is most of
+    the time it takes to read a full-size subnet; after shape inference nearly every
+    value info is a tensor of static dims and nothing else, which
+    :func:`_give_static_value_infos` sets directly. Others stay in the graph for onnx_ir
+    to read. A graph with subgraphs is left as it is.
+    """
+    graph = proto.graph
+    if _has_subgraphs(graph):
+        return {}
+    static: dict[str, _StaticInfo] = {}
+    for info in graph.value_info:
+        if info.doc_string or info.metadata_props or not info.type.HasField("tensor_type"):
+            continue
+        tensor_type = info.type.tensor_type
+        if (info.type.denotation or not tensor_type.elem_type
+                or not tensor_type.HasField("shape") or info.name in static):
+            continue
+        dims = []
+        for dim in tensor_type.shape.dim:
+            if not dim.HasField("dim_value") or dim.denotation:
+                break
+            dims.append(dim.dim_value)
+        else:
+            static[info.name] = (tuple(dims), tensor_type.elem_type)
+    if static:
+        kept = [info for info in graph.value_info if info.name not in static]
+        del graph.value_info[:]
+        graph.value_info.extend(kept)
+    return static
+
+
+def _give_static_value_infos(graph: ir.Graph, static: dict[str, _StaticInfo]) -> None:
+    """Set the type and shape :func:`_take_static_value_infos` took on each node output."""
+    if not static:
+        return
+    for node in graph:
+        for value in node.outputs:
+            info = static.get(value.name or "")
+            if info is not None:
+                dims, elem_type = info
+                value.shape = ir.Shape(dims, frozen=True)
+                value.type = ir.TensorType(_data_type(elem_type))
+
+
+@functools.lru_cache(maxsize=64)
+def _data_type(elem_type: int) -> ir.DataType:
+    return ir.DataType(elem_type)
 
 
 def load_group(sources: Sequence[ModelSource], *, batch: int = 1) -> list[SubnetModel]:

@@ -290,7 +290,7 @@ def build_group_model(
         The group model and the dedup statistics (nodes and MACs before/after).
 
     """
-    from enasa_compiler.passes._common import digests_in_background
+    from enasa_compiler.passes._common import digest_now, digests_in_background
 
     dedup = DedupPass(merge_nodes=dedup_operators)
     names = [s.name for s in subnets]
@@ -302,7 +302,9 @@ def build_group_model(
                          for s in subnets]
             merged = MergeGroupPass(canonical[1:], names=names, consume=True)(
                 canonical[0]).model
-        group = PassManager([dedup, FoldBatchNormPass(), WeightSharePass()])(merged).model
+        group = PassManager([dedup, FoldBatchNormPass()])(merged).model
+        digest_now([group])  # the folded weights, which weight sharing compares
+        group = WeightSharePass()(group).model
     except (ir.passes.PassError, ValueError) as exc:
         # The passes raise ValueError for models they cannot handle; report the root cause.
         root: BaseException = exc

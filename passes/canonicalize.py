@@ -223,11 +223,51 @@ def _drop_default_attributes(node: ir.Node, opset: int) -> bool:
         return False
     defaults = _schema_defaults(node.op_type, opset)
     dropped = [name for name, attr in node.attributes.items()
-               if name in defaults and _attribute_bytes(attr) == defaults[name]
-               and _reads_back_exactly(attr)]
+               if name in defaults and _is_default(node.op_type, opset, attr)]
     for name in dropped:
         del node.attributes[name]
     return bool(dropped)
+
+
+_DEFAULT_CACHE: dict[tuple[object, ...], bool] = {}
+"""(op type, opset, attribute name, type, plain value) -> whether it is the default."""
+_DEFAULT_CACHE_SIZE = 4096
+_KEY_MAX_ITEMS = 64
+
+
+def _is_default(op_type: str, opset: int, attr: ir.Attr) -> bool:
+    """Tell whether ``attr`` holds its schema default and may be dropped.
+
+    Serialising the attribute decides it; a group repeats the same few attribute values
+    thousands of times, so the answer is memoised by the attribute's plain value.
+    """
+    key = _attribute_key(attr)
+    if key is None:
+        return _is_default_uncached(op_type, opset, attr)
+    cache_key = (op_type, opset, attr.name, attr.type, key)
+    known = _DEFAULT_CACHE.get(cache_key)
+    if known is None:
+        if len(_DEFAULT_CACHE) >= _DEFAULT_CACHE_SIZE:
+            _DEFAULT_CACHE.clear()
+        known = _DEFAULT_CACHE[cache_key] = _is_default_uncached(op_type, opset, attr)
+    return known
+
+
+def _attribute_key(attr: ir.Attr) -> object | None:
+    """Return a hashable stand-in for an int, float, string or list attribute's value."""
+    value = attr.value
+    if isinstance(value, (int, float, str, bytes)):
+        return (type(value), value)
+    if isinstance(value, (list, tuple)) and len(value) <= _KEY_MAX_ITEMS and all(
+            isinstance(item, (int, float, str, bytes)) for item in value):
+        return tuple((type(item), item) for item in value)
+    return None
+
+
+def _is_default_uncached(op_type: str, opset: int, attr: ir.Attr) -> bool:
+    defaults = _schema_defaults(op_type, opset)
+    return (_attribute_bytes(attr) == defaults.get(attr.name)
+            and _reads_back_exactly(attr))
 
 
 @functools.lru_cache(maxsize=512)

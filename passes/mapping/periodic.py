@@ -180,9 +180,14 @@ class _Group:
         events = [costs.operators[o.id] for o in ops]
         self.max_copies = max(1, max(e.vectors for e in events))
         self._events: list[EventCost] = events
+        self._times: dict[int, int] = {}  # the bisections ask for the same counts often
 
     def time_ns(self, copies: int) -> int:
-        return sum(e.latency_with_copies(copies) for e in self._events)
+        known = self._times.get(copies)
+        if known is None:
+            known = self._times[copies] = sum(e.latency_with_copies(copies)
+                                              for e in self._events)
+        return known
 
     def times_ns(self, copies: np.ndarray) -> np.ndarray:
         """Return the summed per-image durations for each entry of ``copies``."""
