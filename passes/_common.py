@@ -35,6 +35,7 @@ __all__ = [
     "digests_in_background",
     "get_subnets",
     "has_static_mac_shapes",
+    "has_subgraphs",
     "set_subnets",
     "sort_graph",
     "tensor_digest",
@@ -213,6 +214,12 @@ def weight_input(node: ir.Node) -> ir.Value | None:
         if index < len(node.inputs) and constant_tensor(node.inputs[index]) is not None:
             return node.inputs[index]
     return None
+
+
+def has_subgraphs(graph: ir.Graph) -> bool:
+    """Tell whether any node of ``graph`` holds a subgraph (If, Loop, Scan...)."""
+    return any(attr.type in (ir.AttributeType.GRAPH, ir.AttributeType.GRAPHS)
+               for node in graph for attr in node.attributes.values())
 
 
 def sort_graph(graph: ir.Graph) -> None:

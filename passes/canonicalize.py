@@ -24,7 +24,7 @@ from onnx_ir.passes import common as common_passes
 
 from enasa_compiler.budgets import check_fold_budget
 
-from ._common import constant_tensor, sort_graph, static_dims
+from ._common import constant_tensor, has_subgraphs, sort_graph, static_dims
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +66,22 @@ class CanonicalizePass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         """Canonicalise ``model`` in place."""
         modified = False
-        for prepass in (
+        # Both prepasses walk every graph recursively; on a flat graph a glance tells
+        # whether they have anything to do.
+        flat = not has_subgraphs(model.graph)
+        graph_inputs_constant = any(v.const_value is not None for v in model.graph.inputs)
+        has_constants = any(node.op_type == "Constant" for node in model.graph)
+        for prepass, needed in (
             # Weights fed as graph inputs (keep_initializers_as_inputs) could be overridden
             # by a caller, which would make them non-constant; a compiled subnet's weights
             # are fixed, so they stop being inputs.
-            common_passes.RemoveInitializersFromInputsPass(),
-            common_passes.LiftConstantsToInitializersPass(
+            (common_passes.RemoveInitializersFromInputsPass(), graph_inputs_constant),
+            (common_passes.LiftConstantsToInitializersPass(
                 lift_all_constants=True, size_limit=0
-            ),
+            ), has_constants),
         ):
-            modified |= prepass(model).modified
+            if needed or not flat:
+                modified |= prepass(model).modified
         if not _all_shapes_static(model.graph):
             # Static shapes let Shape nodes fold and let later passes count MACs. The
             # frontend has usually inferred them already; re-inferring round-trips the

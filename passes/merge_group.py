@@ -19,7 +19,13 @@ import onnx_ir as ir
 
 from enasa_compiler._text import plural
 
-from ._common import GROUP_SIZE_KEY, SUBNET_NAMES_KEY, SUBNET_OUTPUTS_KEY, set_subnets
+from ._common import (
+    GROUP_SIZE_KEY,
+    SUBNET_NAMES_KEY,
+    SUBNET_OUTPUTS_KEY,
+    has_subgraphs,
+    set_subnets,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -241,9 +247,12 @@ def _move_subnet(
     # A value may be the output of one graph only.
     graph.outputs.clear()
 
-    # Every node needs a name: plans and reports refer to operators by it.
-    taken = {node.name for node in ir.traversal.RecursiveGraphIterator(graph)}
-    for position, node in enumerate(ir.traversal.RecursiveGraphIterator(graph)):
+    # Every node needs a name: plans and reports refer to operators by it. (A recursive
+    # walk is slow; most subnets have no subgraph to walk into.)
+    nested = has_subgraphs(graph)
+    nodes = list(ir.traversal.RecursiveGraphIterator(graph) if nested else graph)
+    taken = {node.name for node in nodes}
+    for position, node in enumerate(nodes):
         if not node.name:
             candidate = f"{node.op_type}_{position}"
             while candidate in taken:
@@ -254,7 +263,7 @@ def _move_subnet(
         for value in node.outputs:
             if value.name:
                 value.name = prefix + value.name
-    for subgraph in graph.subgraphs():
+    for subgraph in graph.subgraphs() if nested else ():
         for value in [*subgraph.inputs, *subgraph.initializers.values()]:
             if value.name:
                 value.name = prefix + value.name
