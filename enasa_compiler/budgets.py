@@ -36,11 +36,12 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from enasa_compiler.errors import InputError
+
+if TYPE_CHECKING:  # numpy is imported where arrays are read: ``enasa --help`` needs none
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -233,6 +234,8 @@ def fold_output_elements(op_type: str, inputs: Sequence[np.ndarray | None],
             return None
         return float(math.prod(d * abs(r) for d, r in zip(shapes[0], repeats, strict=True)))
     if op_type == "Range" and len(inputs) == 3 and all(a is not None for a in inputs):
+        import numpy as np
+
         start, limit, delta = (float(np.asarray(a).reshape(-1)[0]) for a in inputs)
         if delta == 0 or not all(map(math.isfinite, (start, limit, delta))):
             return None
@@ -292,6 +295,7 @@ def check_fold_budget(node: Any, max_elements: int) -> None:
         InputError: the fold would produce more than either limit allows.
 
     """
+    import numpy as np
     import onnx_ir as ir
 
     if all(v.shape is not None and v.shape.is_static() for v in node.outputs):

@@ -90,3 +90,19 @@ def test_json_error_for_an_invalid_plan_in_simulate(compiled_plan_path, tmp_path
     error = json.loads(capsys.readouterr().out)["error"]
     assert error == {"kind": "check-failed", "exit_code": 1, "message": error["message"]}
     assert "not a valid plan" in error["message"]
+
+
+def test_help_imports_no_compiler_library():
+    # `enasa --help` must answer at once: the compiler's libraries (numpy, onnx, onnx_ir
+    # with sympy, ortools, torch) load only for the command that uses them.
+    code = ("import sys\n"
+            "from enasa_compiler.cli import main\n"
+            "try:\n"
+            "    main(['--help'])\n"
+            "except SystemExit:\n"
+            "    pass\n"
+            "heavy = ['numpy', 'onnx', 'onnx_ir', 'ortools', 'torch', 'sympy']\n"
+            "print('loaded:', [m for m in heavy if m in sys.modules])\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip().splitlines()[-1] == "loaded: []"

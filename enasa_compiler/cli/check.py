@@ -21,13 +21,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import onnx
-
 from enasa_compiler.errors import CheckFailedError, EnasaError
-from enasa_compiler.frontend import load_subnet
-from enasa_compiler.passes import CanonicalizePass
-from enasa_compiler.passes._common import count_macs, static_dims, weight_input
-from enasa_compiler.passes.operators import OPERATORS, Placement, is_supported
+
+# The compiler (onnx, onnx_ir, numpy) is imported by the functions that use it, so that
+# registering this command costs ``enasa --help`` nothing.
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +47,8 @@ def add_check_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None]
 
 def _dynamic_dimensions(path: Path) -> list[str]:
     """Return the graph inputs' symbolic dimensions as ``input[axis]=name``."""
+    import onnx
+
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # noqa: BLE001 - the frontend reports unreadable files
@@ -64,6 +63,9 @@ def _dynamic_dimensions(path: Path) -> list[str]:
 
 def _placement(node: Any) -> str:
     """Where lowering will run a (canonical) node: crossbars, digital or unsupported."""
+    from enasa_compiler.passes._common import static_dims, weight_input
+    from enasa_compiler.passes.operators import OPERATORS, Placement, is_supported
+
     if not is_supported(node.domain, node.op_type):
         return "unsupported"
     if OPERATORS[node.op_type].placement is Placement.DIGITAL:
@@ -81,6 +83,10 @@ def _placement(node: Any) -> str:
 
 def _inspect(path: Path, batch: int) -> dict[str, Any]:
     """Load and canonicalise one file; describe it. Raises what the frontend raises."""
+    from enasa_compiler.frontend import load_subnet
+    from enasa_compiler.passes import CanonicalizePass
+    from enasa_compiler.passes._common import count_macs, static_dims, weight_input
+
     subnet = load_subnet(path, batch=batch)
     model = subnet.model
     before = collections.Counter(node.op_type for node in model.graph)
