@@ -19,6 +19,7 @@ import onnx_ir as ir
 from onnx_ir.passes import PassManager
 from tqdm import tqdm
 
+from enasa_compiler._gc import collector_paused
 from enasa_compiler.errors import InputError
 from enasa_compiler.frontend import ModelSource, SubnetModel, load_group
 from enasa_compiler.ir import (
@@ -520,7 +521,11 @@ def compile_detailed(
     options = CompileOptions.of(options, **changes)
     resolved_target = load_target(target)
     stage_s: dict[str, float] = {}
-    with tqdm(total=len(STAGES), disable=not progress, unit="stage", leave=False) as bar:
+    # The stages allocate millions of small objects that outlive them (graphs, tiles,
+    # events); the collections that triggers took a tenth of a 16-subnet compile and
+    # freed nothing that changes the peak (measured: 436 MB either way).
+    with (collector_paused(),
+          tqdm(total=len(STAGES), disable=not progress, unit="stage", leave=False) as bar):
         clock = time.perf_counter()
 
         def finished(stage: str) -> None:
