@@ -48,7 +48,6 @@ from enasa_compiler.passes.duplicate import (
 from enasa_compiler.passes.lower import lower
 from enasa_compiler.passes.mapping import RankingPolicy, resolve_mode, schedule_ops
 from enasa_compiler.passes.mapping.bounds import makespan_lower_bound
-from enasa_compiler.passes.mapping.cpsat import schedule_cpsat
 from enasa_compiler.passes.mapping.online import initial_state as initial_state_from
 from enasa_compiler.passes.mapping.periodic import (
     balance_lanes,
@@ -234,6 +233,9 @@ def map_program(
     cpsat_takes_state = not initial or ops_schedule.mode == MappingMode.RESIDENT
     if solver is Solver.CPSAT or (solver is Solver.AUTO and cpsat_takes_state
                              and len(program.ops) <= AUTO_CPSAT_MAX_OPS):
+        # OR-Tools (with pandas) takes half a second to import: only when it runs.
+        from enasa_compiler.passes.mapping.cpsat import schedule_cpsat
+
         result = schedule_cpsat(program, target, ops_schedule.mode, hint=ops_schedule,
                                 time_limit_s=time_limit_s, deterministic=deterministic,
                                 initial=initial, costs=costs)
