@@ -8,9 +8,12 @@ bound and gap, the best II and best steady-state utilisation any duplication cou
 reach on the chip, the plan's own utilisation, and the makespan of N images against
 running them one after another on the layer-by-layer schedule of the same plan. It
 also compiles with N = 1 and N = 10,000 images and records the plan sizes and compile
-times (neither should grow with N). Then it compiles the group for ``edge``, too small
-for it, with OPS's ranking and with ``--solver fcfs``: segmented pipelines, their
-writes and off-chip traffic. Results go to ``bench/results/pipeline.json``.
+times (neither should grow with N). It compiles N images again with tile packing
+(``pack_tiles``, issue #15): utilisation, crossbars and II with and without packing, and
+the packer's crossbars against its lower bound. Then it compiles the group for
+``edge``, too small for it, with OPS's ranking and with ``--solver fcfs``: segmented
+pipelines, their writes and off-chip traffic. Results go to
+``bench/results/pipeline.json``.
 
 Run:  python bench/pipeline.py [--group-size 16] [--images 10000]
 """
@@ -18,10 +21,12 @@ Run:  python bench/pipeline.py [--group-size 16] [--images 10000]
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import random
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -30,8 +35,43 @@ from _results import command_line, write_results
 from enasa_compiler.models.export import export_group
 from enasa_compiler.models.sampling import sample_shared_group
 from enasa_compiler.models.spos import SposSupernet
+from enasa_compiler.passes.mapping.packing import PackItem, busy_phases, phase_lower_bound
 from enasa_compiler.pipeline import compile_detailed
+from enasa_compiler.plan import Placement, Plan
 from enasa_compiler.validation.validator import validate
+
+
+def _packing_ceilings(plan: Plan) -> dict[str, float]:
+    """What no packing of the plan's tiles can beat, from the packed plan itself.
+
+    ``phase_preserving_lower_bound``: crossbars any packing keeping the slots' phases
+    needs (the packer keeps them); ``cells_lower_bound``: crossbars the cells alone
+    need (full-size tiles one each, the others by area), whatever the timing, and the
+    utilisation there: the ceiling of packing at this duplication and II.
+    """
+    assert plan.pipeline is not None
+    pipe = plan.pipeline
+    crossbar = plan.target["crossbar"]
+    rows, cols = crossbar["rows"], crossbar["cols"]
+    tiles = plan.tiles()
+    index = {e.tile: i for i, e in enumerate(plan.program)}
+    by_tile = [replace(s, placements=tuple(Placement(p.tile, index[p.tile])
+                                           for p in s.placements))
+               for s in pipe.schedule.slots]
+    phases = busy_phases(by_tile, pipe.schedule.ii_ns)
+    items = [PackItem(i, tiles[e.tile].phys_rows, tiles[e.tile].phys_cols, phases.get(i, ()))
+             for i, e in enumerate(plan.program)]
+    full = sum(1 for item in items if item.rows >= rows and item.cols >= cols)
+    small_cells = sum(item.rows * item.cols for item in items
+                      if not (item.rows >= rows and item.cols >= cols))
+    cells_bound = full + math.ceil(small_cells / (rows * cols))
+    return {
+        "phase_preserving_lower_bound": phase_lower_bound(items, rows, cols),
+        "cells_lower_bound": cells_bound,
+        "full_size_tiles": full,
+        "allocated_utilization_at_cells_bound": min(
+            1.0, pipe.totals.busy_crossbar_ns_per_image / (cells_bound * pipe.schedule.ii_ns)),
+    }
 
 
 def main() -> None:
@@ -52,16 +92,17 @@ def main() -> None:
     rows = {}
     with tempfile.TemporaryDirectory() as folder:
         files = export_group(supernet, archs, Path(folder))
-        for images in (1, args.images):
+        for images, pack in ((1, False), (args.images, False), (args.images, True)):
             start = time.perf_counter()
-            plan = compile_detailed(files, args.target, images=images).plan
+            plan = compile_detailed(files, args.target, images=images, pack_tiles=pack).plan
             seconds = time.perf_counter() - start
             violations = validate(plan)
             assert plan.pipeline is not None
             pipe = plan.pipeline
             t, b = pipe.totals, pipe.bounds
             serial_ns = plan.totals.makespan_ns * images  # one batch after another
-            rows[images] = {
+            key = f"{images}_packed" if pack else str(images)
+            rows[key] = {
                 "compile_s": round(seconds, 2),
                 "plan_bytes": len(plan.to_json()),
                 "valid": not violations,
@@ -81,8 +122,22 @@ def main() -> None:
                 "speedup_over_layer_by_layer": serial_ns / t.makespan_ns,
                 "batch_schedule_allocated_utilization": plan.totals.allocated_utilization,
             }
-            row = rows[images]
-            print(f"N={images}: II {row['ii_ns'] / 1e3:.2f} us (bound "
+            row = rows[key]
+            if pack:
+                row["unpacked_crossbars"] = b["unpacked_crossbars"]
+                row["packed_crossbars_lower_bound"] = b["packed_crossbars_lower_bound"]
+                row["allocated_utilization_at_lower_bound"] = t.busy_crossbar_ns_per_image / (
+                    b["packed_crossbars_lower_bound"] * t.ii_ns)
+                row.update(_packing_ceilings(plan))
+                print(f"N={images} packed: {row['unpacked_crossbars']} crossbars into "
+                      f"{row['crossbars_used']} (lower bound "
+                      f"{row['packed_crossbars_lower_bound']}, where utilisation would be "
+                      f"{row['allocated_utilization_at_lower_bound']:.2%}; keeping the "
+                      f"phases {row['phase_preserving_lower_bound']}; cells alone "
+                      f"{row['cells_lower_bound']}, "
+                      f"{row['allocated_utilization_at_cells_bound']:.2%})", flush=True)
+            print(f"N={images}{' packed' if pack else ''}: II {row['ii_ns'] / 1e3:.2f} us "
+                  f"(bound "
                   f"{row['ii_lower_bound_ns'] / 1e3:.2f}, gap {row['ii_gap']:.2%}, best "
                   f"{row['best_ii_ns'] / 1e3:.2f}); utilisation "
                   f"{row['allocated_utilization']:.2%} of allocated (best "
@@ -129,7 +184,17 @@ def main() -> None:
         "load_average_at_start": round(load_average, 2),
         "group_size": args.group_size,
         "target": args.target,
-        "rows": {str(k): v for k, v in rows.items()},
+        "rows": rows,
+        "packing": {
+            "ii_ns": [rows[str(args.images)]["ii_ns"],
+                      rows[f"{args.images}_packed"]["ii_ns"]],
+            "crossbars_used": [rows[str(args.images)]["crossbars_used"],
+                               rows[f"{args.images}_packed"]["crossbars_used"]],
+            "allocated_utilization": [
+                rows[str(args.images)]["allocated_utilization"],
+                rows[f"{args.images}_packed"]["allocated_utilization"]],
+            "note": "[without packing, with packing] for N images, resident",
+        },
         "segmented": {"target": args.edge_target, **edge},
     })
 

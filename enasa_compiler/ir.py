@@ -278,13 +278,25 @@ class Placement:
 
 @dataclass(frozen=True)
 class ProgramEvent:
-    """Writing one tile into one crossbar during ``[start_ns, end_ns)``."""
+    """Writing one tile into one crossbar during ``[start_ns, end_ns)``.
+
+    ``row_offset`` and ``col_offset`` (tile packing, both or neither) put the tile's
+    cells at that corner of the crossbar, beside other tiles; without them the tile
+    takes the crossbar from its corner and replaces whatever it held.
+    """
 
     tile: str
     crossbar: int
     start_ns: int
     end_ns: int
     energy_pj: float
+    row_offset: int | None = None
+    col_offset: int | None = None
+
+    @property
+    def packed(self) -> bool:
+        """Whether the write places the tile at an offset beside others (packing)."""
+        return self.row_offset is not None or self.col_offset is not None
 
 
 @dataclass(frozen=True)

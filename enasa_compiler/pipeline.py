@@ -49,10 +49,12 @@ from enasa_compiler.passes.lower import lower
 from enasa_compiler.passes.mapping import RankingPolicy, resolve_mode, schedule_ops
 from enasa_compiler.passes.mapping.bounds import makespan_lower_bound
 from enasa_compiler.passes.mapping.online import initial_state as initial_state_from
+from enasa_compiler.passes.mapping.packing import pack_resident
 from enasa_compiler.passes.mapping.periodic import (
     balance_lanes,
     balance_throughput,
     best_allocated_utilization,
+    ii_lower_bound,
     image_costs,
     schedule_periodic,
     slot_durations,
@@ -132,6 +134,10 @@ class CompileOptions:
             group model after the project's graph passes (merge, dedup, BatchNorm
             folding, weight-share annotation) and before lowering. They must keep the
             ``enasa.*`` node metadata those passes set (see passes/_common.py).
+        pack_tiles: a resident plan puts the small tiles of several crossbars into one
+            where their cells fit side by side and their pipeline slots never overlap
+            modulo II (:mod:`enasa_compiler.passes.mapping.packing`); the II stays.
+            Dynamic plans and online mapping (``initial_state``) are not packed.
 
     """
 
@@ -146,6 +152,7 @@ class CompileOptions:
     images: int = DEFAULT_IMAGES
     dedup_operators: bool = True
     extra_passes: tuple[ir.passes.PassBase, ...] = ()
+    pack_tiles: bool = False
 
     def __post_init__(self) -> None:
         if self.solver not in SOLVERS:
@@ -441,6 +448,37 @@ def build_pipeline(program: CrossbarProgram, target: Target, schedule: Schedule,
                     segments=segments, bounds=bounds, totals=totals)
 
 
+def pack_pipeline(program: CrossbarProgram, target: Target, schedule: Schedule,
+                  pipeline: Pipeline) -> tuple[Schedule, Pipeline]:
+    """Pack a resident plan's small tiles (:func:`pack_resident`); II and offsets stay.
+
+    Returns the batch schedule and the pipeline on the packed crossbars; the pipeline's
+    bounds gain ``unpacked_crossbars`` and ``packed_crossbars_lower_bound``.
+    """
+    tiles = {t.id: t for w in program.weight_matrices() for t in w.tiles}
+    packed, periodic, packing = pack_resident(program, schedule, pipeline.schedule, tiles,
+                                              target.crossbar.rows, target.crossbar.cols)
+    durations = {slot.op: slot.duration_ns for slot in periodic.slots}
+    lanes = {slot.op: len(slot.units) for slot in periodic.slots if slot.units}
+    bound = ii_lower_bound(program, target, durations, lanes,
+                           {slot.op: slot.placements for slot in periodic.slots})
+    ii = periodic.ii_ns
+    bounds = {**pipeline.bounds, "ii_lower_bound_ns": bound.bound_ns,
+              "ii_binding": bound.binding, "gap": (ii - bound.bound_ns) / ii,
+              "unpacked_crossbars": packing.crossbars_before,
+              "packed_crossbars_lower_bound": packing.lower_bound}
+    segments = (PipelineSegment(writes=(), schedule=periodic),)
+    start_ns = max((e.end_ns for e in packed.program), default=0)
+    image = image_costs(program, target)
+    totals = compute_pipeline_totals(
+        images=pipeline.images, micro_batch=pipeline.micro_batch, start_ns=start_ns,
+        segments=segments,
+        image_energy_pj=sum(image.operators[op.id].energy_pj for op in program.ops),
+        program=packed.program, moved_bytes_per_image=0, chip=target.chip)
+    return packed, replace(pipeline, start_ns=start_ns, segments=segments, bounds=bounds,
+                           totals=totals)
+
+
 def _micro_batches(images: int) -> list[int]:
     sizes = {images}
     size = 1
@@ -574,16 +612,22 @@ def compile_detailed(
                               costs=costs)
         finished("mapping")
         bar.set_description("pipeline")
+        schedule, bounds = outcome.schedule, outcome.bounds
         if outcome.schedule.mode is MappingMode.RESIDENT:
             pipeline = build_pipeline(program, resolved_target, outcome.schedule,
                                       options.images, lowered, lowered_image_costs, best)
+            if options.pack_tiles and not schedule.initial:
+                schedule, pipeline = pack_pipeline(program, resolved_target, schedule,
+                                                   pipeline)
+                makespan = schedule.makespan_ns()  # packed crossbars may delay the batch
+                bounds = {**bounds, "gap": (makespan - bounds["lower_bound_ns"]) / makespan}
         else:
             pipeline = build_segmented_pipeline(
                 program, resolved_target, costs, options.images,
                 RankingPolicy.FCFS if options.solver is Solver.FCFS else RankingPolicy.OPS)
         bar.set_description("cost")
-        plan = assemble_plan(program, costs, outcome.schedule, resolved_target, subnets,
-                             dedup, outcome.solver, outcome.bounds, pipeline)
+        plan = assemble_plan(program, costs, schedule, resolved_target, subnets,
+                             dedup, outcome.solver, bounds, pipeline)
         finished("cost")
     return CompileResult(plan=plan, group_model=group, program=program, subnets=subnets,
                          stage_s=stage_s)

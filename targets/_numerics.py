@@ -59,8 +59,8 @@ class IdealNumerics:
         self.conversions = 0
         self.clipped = 0
 
-    def program(self, matrix: WeightMatrix, tile: Tile, write: tuple[int, int], crossbar: int
-                ) -> np.ndarray:
+    def program(self, matrix: WeightMatrix, tile: Tile, write: tuple[int, int], crossbar: int,
+                offset: tuple[int, int] = (0, 0)) -> np.ndarray:
         """Return what programming ``tile`` writes: its block of the float matrix."""
         return self.unrolled(matrix.id)[tile.row_start:tile.row_stop,
                                         tile.col_start:tile.col_stop].copy()
@@ -128,11 +128,13 @@ class QuantizedNumerics:
                 self.unrolled(weight_id), self.precision.w_bits)
         return self._quantized[weight_id]
 
-    def program(self, matrix: WeightMatrix, tile: Tile, write: tuple[int, int], crossbar: int
-                ) -> np.ndarray:
+    def program(self, matrix: WeightMatrix, tile: Tile, write: tuple[int, int], crossbar: int,
+                offset: tuple[int, int] = (0, 0)) -> np.ndarray:
         """Return the levels writing ``tile`` into ``crossbar`` leaves in its cells.
 
-        ``write`` identifies the write (its kind and index) and seeds its variation.
+        ``write`` identifies the write (its kind and index) and seeds its variation;
+        ``offset`` is the corner of the tile's cells in the crossbar (tile packing),
+        which decides the crossbar's stuck cells it meets.
         """
         # Replayed for every chunk of images: the same write gives the same cells.
         if write in self._programmed:
@@ -147,7 +149,9 @@ class QuantizedNumerics:
         if self.stuck_fraction > 0:
             stuck, high = self.faults(crossbar)
             rows, cols = levels.shape
-            stuck, high = stuck[:rows, :cols], high[:rows, :cols]
+            row, col = offset
+            stuck = stuck[row:row + rows, col:col + cols]
+            high = high[row:row + rows, col:col + cols]
             levels = np.where(stuck, np.where(high, float(self.precision.max_level), 0.0),
                               levels)
         self._programmed[write] = levels

@@ -4,7 +4,10 @@ Program events write tiles into crossbars; compute events run operators in sched
 order (program events count from their end, compute events from their start, ties by
 operator index), an MVM operator reading each tile from the crossbar its placement
 names. A crossbar that does not hold the tile a placement expects is an error, so a
-plan whose placements or programming are wrong cannot pass unnoticed.
+plan whose placements or programming are wrong cannot pass unnoticed. A packed write
+(with row and column offsets) puts its tile's cells at that corner, beside the tiles
+already there, and evicts only those whose cells it overlaps; a plain write replaces
+everything its crossbar held.
 """
 
 from __future__ import annotations
@@ -126,7 +129,9 @@ class PlanRun:
         self.structure = structure
         self.numerics = numerics
         self.digital = digital
-        self.crossbars: dict[int, tuple[str, np.ndarray]] = {}
+        # crossbar -> tile id -> (its cell region, or None for the whole crossbar; cells)
+        self.crossbars: dict[int, dict[str, tuple[tuple[int, int, int, int] | None,
+                                                  np.ndarray]]] = {}
 
     def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """Run every event in order on ``images``; return all values by name."""
@@ -159,10 +164,15 @@ class PlanRun:
     def program(self, index: int) -> None:
         """Carry out programming event ``index``: the crossbar now holds its tile."""
         event = self.structure.writes[index]
-        self.write(event.tile, event.crossbar, (_PROGRAM_WRITE, index))
+        offset = ((event.row_offset or 0, event.col_offset or 0) if event.packed else None)
+        self.write(event.tile, event.crossbar, (_PROGRAM_WRITE, index), offset)
 
-    def write(self, tile_id: str, crossbar: int, key: tuple[int, int]) -> None:
-        """Put a tile into a crossbar (``key`` tells the write apart, seeding its noise)."""
+    def write(self, tile_id: str, crossbar: int, key: tuple[int, int],
+              offset: tuple[int, int] | None = None) -> None:
+        """Put a tile into a crossbar (``key`` tells the write apart, seeding its noise).
+
+        ``offset`` (tile packing) is the corner of its cells in the crossbar.
+        """
         owner = self.structure.tile_owner.get(tile_id)
         if owner is None:
             raise ExecutionError(f"crossbar {crossbar} is given unknown tile '{tile_id}'")
@@ -174,8 +184,22 @@ class PlanRun:
         if tile.phys_rows > rows or tile.phys_cols > cols:
             raise ExecutionError(f"tile '{tile.id}' ({tile.phys_rows}x{tile.phys_cols} "
                                  f"cells) does not fit a {rows}x{cols} crossbar")
-        cells = self.numerics.program(matrix, tile, key, crossbar)
-        self.crossbars[crossbar] = (tile.id, cells)
+        if offset is None:
+            self.crossbars[crossbar] = {tile.id: (None, self.numerics.program(
+                matrix, tile, key, crossbar))}
+            return
+        region = (offset[0], offset[1], offset[0] + tile.phys_rows,
+                  offset[1] + tile.phys_cols)
+        if region[2] > rows or region[3] > cols:
+            raise ExecutionError(f"tile '{tile.id}' at row {offset[0]}, column {offset[1]} "
+                                 f"does not fit a {rows}x{cols} crossbar")
+        cells = self.numerics.program(matrix, tile, key, crossbar, offset)
+        held = self.crossbars.setdefault(crossbar, {})
+        for other_id, (other, _) in list(held.items()):
+            if other is None or (region[0] < other[2] and other[0] < region[2]
+                                 and region[1] < other[3] and other[1] < region[3]):
+                del held[other_id]  # its cells are overwritten
+        held[tile.id] = (region, cells)
 
     def stored_tiles(self, op: PlanOperator, event: ComputeEvent, matrix: WeightMatrix
                      ) -> list[tuple[Tile, np.ndarray]]:
@@ -187,12 +211,12 @@ class PlanRun:
                 raise ExecutionError(f"operator '{op.id}' has no placement for tile "
                                      f"'{tile.id}'")
             crossbar = placed[tile.id]
-            held = self.crossbars.get(crossbar)
-            if held is None or held[0] != tile.id:
-                holder = "nothing" if held is None else f"tile '{held[0]}'"
+            held = self.crossbars.get(crossbar, {})
+            if tile.id not in held:
+                holder = (", ".join(f"tile '{t}'" for t in held) if held else "nothing")
                 raise ExecutionError(f"operator '{op.id}' reads tile '{tile.id}' from "
                                      f"crossbar {crossbar}, which holds {holder}")
-            stored.append((tile, held[1]))
+            stored.append((tile, held[tile.id][1]))
         return stored
 
     def mvm(self, op: PlanOperator, node: ir.Node, event: ComputeEvent,

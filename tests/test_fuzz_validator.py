@@ -439,6 +439,143 @@ def test_a_thousand_random_corruptions_are_all_rejected_with_the_right_kind(plan
     assert sum(counts.values()) >= 1000
 
 
+# ---- tile packing (optional offsets on programming events) ---------------------------
+def _packable_program(rng: random.Random) -> CrossbarProgram:
+    """A chain of MVM operators on small matrices of their own, run for unlike times."""
+    ops: list[Op] = []
+    deps: dict[str, tuple[str, ...]] = {}
+    for i in range(rng.randint(6, 12)):
+        inputs = ("x",) if i == 0 else (f"v{i - 1}",)
+        deps[f"op{i}"] = () if i == 0 else (f"op{i - 1}",)
+        rows, cols = rng.randint(8, 200), rng.randint(4, 40)
+        weight = WeightMatrix(f"w{i}", f"{i:064x}", rows, cols, 4,
+                              tile_matrix(f"w{i}", rows, cols, 128, 128, 4))
+        ops.append(MvmOp(f"op{i}", "Conv", (0,), inputs, (f"v{i}",), (weight,),
+                         rng.choice([1, 4, 16, 64]), rows * cols * 4))
+    return CrossbarProgram(ops=tuple(ops), deps=deps, subnet_outputs=((ops[-1].outputs),),
+                           input_name="x", input_shape=(1, 3, 8, 8), subnet_names=("s0",),
+                           w_bits=8, cell_bits=2, a_bits=8, signed_scheme=SignedScheme.OFFSET)
+
+
+def _packed_plans() -> list[Plan]:
+    """Resident plans with their small tiles packed (pipeline.pack_pipeline)."""
+    from enasa_compiler.ir import MappingMode, Schedule
+    from enasa_compiler.pipeline import pack_pipeline
+
+    plans = []
+    for seed in range(6):
+        rng = random.Random(seed)
+        program = _program(rng) if seed % 3 == 2 else _packable_program(rng)
+        data = load_target("neurosim-22nm").to_dict()
+        data["chip"]["crossbars"] = 64
+        data["chip"]["digital_units"] = 2
+        target = target_from_dict(data)
+        schedule = schedule_ops(program, target, "resident")
+        assert schedule.mode is MappingMode.RESIDENT
+        subnet = SubnetModel(name="s0", sha256="0" * 64, model=None, arch=None)  # type: ignore[arg-type]
+        costs = price(program, target)
+        pipeline = build_pipeline(program, target, schedule, (1, 7, 10_000)[seed % 3])
+        packed, pipeline = pack_pipeline(program, target, Schedule(
+            schedule.mode, schedule.program, schedule.compute), pipeline)
+        plans.append(assemble_plan(program, costs, packed, target, [subnet], {}, "ops",
+                                   pipeline=pipeline).to_dict())
+    return plans
+
+
+def _shared_crossbar(plan: Plan) -> list[dict[str, Any]] | None:
+    by_crossbar: dict[int, list[dict[str, Any]]] = {}
+    for write in plan["schedule"]["program"]:
+        by_crossbar.setdefault(write["crossbar"], []).append(write)
+    shared = [writes for writes in by_crossbar.values() if len(writes) > 1]
+    return shared[0] if shared else None
+
+
+def _packed_regions_overlap(plan: Plan, rng: random.Random) -> str | None:
+    writes = _shared_crossbar(plan)
+    if writes is None:
+        return None
+    a, b = rng.sample(writes, 2)
+    b["row_offset"], b["col_offset"] = a["row_offset"], a["col_offset"]
+    return "program"
+
+
+def _packed_region_outside(plan: Plan, rng: random.Random) -> str:
+    write = rng.choice(plan["schedule"]["program"])
+    key, size = rng.choice([("row_offset", "rows"), ("col_offset", "cols")])
+    write[key] = plan["target"]["crossbar"][size] - rng.randint(0, 1)
+    return "tile-size"
+
+
+def _packed_one_offset(plan: Plan, rng: random.Random) -> str:
+    write = rng.choice(plan["schedule"]["program"])
+    del write[rng.choice(["row_offset", "col_offset"])]
+    return "program"
+
+
+def _packed_slots_clash(plan: Plan, rng: random.Random) -> str | None:
+    writes = _shared_crossbar(plan)
+    if writes is None:
+        return None
+    crossbar = writes[0]["crossbar"]
+    segment = plan["pipeline"]["segments"][0]
+    sharing = [s for s in segment["slots"]
+               if any(p["crossbar"] == crossbar for p in s["placements"])]
+    if len(sharing) < 2:
+        return None
+    a, b = rng.sample(sharing, 2)
+    ii = segment["ii_ns"]
+    b["offset_ns"] = a["offset_ns"] + ii * (1 + max(0, b["offset_ns"] - a["offset_ns"]) // ii)
+    return "double-booked"
+
+
+def _packing_bounds_wrong(plan: Plan, rng: random.Random) -> str:
+    bounds = plan["pipeline"]["bounds"]
+    key = rng.choice(["unpacked_crossbars", "packed_crossbars_lower_bound"])
+    bounds[key] += rng.choice([-1, 1]) * rng.randint(1, 5)
+    bounds[key] = abs(bounds[key])
+    return "totals"
+
+
+def _packed_offset_wrong_type(plan: Plan, rng: random.Random) -> str:
+    write = rng.choice(plan["schedule"]["program"])
+    write[rng.choice(["row_offset", "col_offset"])] = rng.choice(["x", None, -1, 1.5, [0]])
+    return "schema"
+
+
+PACKING_CORRUPTIONS: list[Callable[[Plan, random.Random], str | None]] = [
+    _packed_regions_overlap, _packed_region_outside, _packed_one_offset,
+    _packed_slots_clash, _packing_bounds_wrong, _packed_offset_wrong_type,
+]
+
+
+def test_corruptions_of_packed_plans_are_rejected_with_the_right_kind():
+    """Packed plans: every corruption above that applies, and the packing ones."""
+    packed = _packed_plans()
+    for plan in packed:
+        assert validate(plan) == []
+    assert any(_shared_crossbar(plan) for plan in packed)
+    rng = random.Random(20261201)
+    corruptions = CORRUPTIONS + PACKING_CORRUPTIONS * 3
+    counts: dict[str, int] = {}
+    for trial in range(len(corruptions) * 6):
+        corruption = corruptions[trial % len(corruptions)]
+        for _ in range(50):
+            plan = copy.deepcopy(rng.choice(packed))
+            try:
+                expected = corruption(plan, rng)
+            except (ValueError, IndexError, StopIteration):  # nothing of its kind here
+                expected = None
+            if expected is not None:
+                break
+        else:
+            continue
+        kinds = {v.kind for v in validate(plan)}
+        assert expected in kinds, (corruption.__name__, trial, kinds)
+        counts[corruption.__name__] = counts.get(corruption.__name__, 0) + 1
+    assert {c.__name__ for c in PACKING_CORRUPTIONS} <= set(counts)
+    assert sum(counts.values()) >= 250
+
+
 def _leaves(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     """Paths of every scalar under ``node`` (dict keys and list indices)."""
     if isinstance(node, dict):

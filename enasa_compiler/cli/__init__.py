@@ -99,6 +99,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=10_000, metavar="N",
                    help="images the pipelined schedule runs (default 10000, the ENASA "
                    "paper's setting; the plan's size does not depend on it)")
+    p.add_argument("--pack", action=argparse.BooleanOptionalAction, default=False,
+                   help="resident plans: put the small tiles of several crossbars into one "
+                   "where their cells fit side by side and their pipeline slots never "
+                   "overlap (the II stays); default --no-pack")
     _common(p)
 
     p = sub.add_parser("validate", help="check plans; exit 1 if one is invalid")
@@ -185,7 +189,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                             deterministic=not args.nondeterministic,
                             initial_state=args.initial_state,
                             progress=show_progress(args),
-                            duplicate=args.duplicate, images=args.images).plan
+                            duplicate=args.duplicate, images=args.images,
+                            pack_tiles=args.pack).plan
     plan.save(args.output)
     t = plan.totals
     dedup = plan.dedup
@@ -221,7 +226,18 @@ def _pipeline_line(plan: Plan) -> str:
             f"{b['ii_lower_bound_ns'] / 1e3:.2f} us, gap {b['gap']:.1%}), makespan "
             f"{t.makespan_ns / 1e6:.3f} ms, energy {t.energy_pj / 1e6:.3f} uJ, steady-state "
             f"utilization {t.allocated_utilization:.1%} of allocated crossbars (best any "
-            f"duplication reaches: {b['best_allocated_utilization']:.1%})")
+            f"duplication reaches: {b['best_allocated_utilization']:.1%})"
+            + _packing_text(t.crossbars_used, b))
+
+
+def _packing_text(crossbars_used: int, bounds: dict[str, object]) -> str:
+    """Crossbars before and after tile packing, for a packed plan ('' otherwise)."""
+    before = bounds.get("unpacked_crossbars")
+    if before is None:
+        return ""
+    return (f"; tiles packed from {before:,} crossbars into {crossbars_used:,} (no "
+            f"packing uses fewer than {bounds.get('packed_crossbars_lower_bound', 0):,}; the "
+            "duplication bound is for unpacked crossbars)")
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

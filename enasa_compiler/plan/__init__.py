@@ -232,13 +232,17 @@ class Plan:
     def final_contents(self) -> CrossbarContents:
         """Return what each crossbar holds when this plan ends: the last tile written.
 
-        The start state of the next group's online mapping (``--initial-state``).
+        The start state of the next group's online mapping (``--initial-state``). A
+        crossbar holding packed tiles (written with offsets) is left out: online mapping
+        reuses whole crossbars only.
         """
         tiles = {t.id: (w, t) for w in self.weights for t in w.tiles}
         last: dict[int, tuple[int, str]] = {p.crossbar: (-1, p.tile) for p in self.initial}
         for write in self.program:
             if write.crossbar not in last or write.end_ns >= last[write.crossbar][0]:
                 last[write.crossbar] = (write.end_ns, write.tile)
+        for crossbar in {w.crossbar for w in self.program if w.packed}:
+            del last[crossbar]
         contents: dict[int, TileKey] = {}
         for crossbar, (_, tile_id) in last.items():
             matrix, tile = tiles[tile_id]
@@ -306,11 +310,7 @@ class Plan:
                 for o in self.operators
             ],
             "schedule": {
-                "program": [
-                    {"tile": e.tile, "crossbar": e.crossbar, "start_ns": e.start_ns,
-                     "end_ns": e.end_ns, "energy_pj": _round(e.energy_pj)}
-                    for e in self.program
-                ],
+                "program": [_program_dict(e) for e in self.program],
                 "compute": [
                     {"op": e.op, "start_ns": e.start_ns, "end_ns": e.end_ns,
                      "placements": [{"tile": p.tile, "crossbar": p.crossbar}
@@ -405,6 +405,25 @@ def _round(value: float) -> float:
     return round(float(value), _ENERGY_DECIMALS)
 
 
+def _program_dict(event: ProgramEvent) -> dict[str, Any]:
+    data: dict[str, Any] = {"tile": event.tile, "crossbar": event.crossbar,
+                            "start_ns": event.start_ns, "end_ns": event.end_ns,
+                            "energy_pj": _round(event.energy_pj)}
+    if event.packed:  # tile packing: where the tile sits in its crossbar
+        data["row_offset"] = event.row_offset
+        data["col_offset"] = event.col_offset
+    return data
+
+
+def _program_from_dict(data: dict[str, Any]) -> ProgramEvent:
+    rows, cols = data.get("row_offset"), data.get("col_offset")
+    return ProgramEvent(tile=data["tile"], crossbar=int(data["crossbar"]),
+                        start_ns=int(data["start_ns"]), end_ns=int(data["end_ns"]),
+                        energy_pj=float(data["energy_pj"]),
+                        row_offset=None if rows is None else int(rows),
+                        col_offset=None if cols is None else int(cols))
+
+
 def _slot_dict(slot: PeriodicSlot) -> dict[str, Any]:
     return {"op": slot.op, "offset_ns": slot.offset_ns, "duration_ns": slot.duration_ns,
             "placements": [{"tile": p.tile, "crossbar": p.crossbar}
@@ -421,9 +440,7 @@ def _pipeline_dict(pipeline: Pipeline | None) -> dict[str, Any] | None:
         "start_ns": pipeline.start_ns,
         "segments": [
             {"ii_ns": seg.schedule.ii_ns,
-             "writes": [{"tile": w.tile, "crossbar": w.crossbar, "start_ns": w.start_ns,
-                         "end_ns": w.end_ns, "energy_pj": _round(w.energy_pj)}
-                        for w in seg.writes],
+             "writes": [_program_dict(w) for w in seg.writes],
              "slots": [_slot_dict(slot) for slot in seg.schedule.slots]}
             for seg in pipeline.segments
         ],
@@ -438,10 +455,7 @@ def _pipeline_from_dict(data: dict[str, Any] | None) -> Pipeline | None:
         return None
     segments = tuple(
         PipelineSegment(
-            writes=tuple(ProgramEvent(tile=w["tile"], crossbar=int(w["crossbar"]),
-                                      start_ns=int(w["start_ns"]), end_ns=int(w["end_ns"]),
-                                      energy_pj=float(w["energy_pj"]))
-                         for w in seg["writes"]),
+            writes=tuple(_program_from_dict(w) for w in seg["writes"]),
             schedule=PeriodicSchedule(ii_ns=int(seg["ii_ns"]), slots=tuple(
                 PeriodicSlot(op=s["op"], offset_ns=int(s["offset_ns"]),
                              duration_ns=int(s["duration_ns"]),
@@ -478,11 +492,7 @@ def _plan_from_dict(data: dict[str, Any]) -> Plan:
         for o in data["operators"]
     )
     schedule = data["schedule"]
-    program = tuple(
-        ProgramEvent(tile=e["tile"], crossbar=int(e["crossbar"]), start_ns=int(e["start_ns"]),
-                     end_ns=int(e["end_ns"]), energy_pj=float(e["energy_pj"]))
-        for e in schedule["program"]
-    )
+    program = tuple(_program_from_dict(e) for e in schedule["program"])
     compute = tuple(
         ComputeEvent(
             op=e["op"], start_ns=int(e["start_ns"]), end_ns=int(e["end_ns"]),

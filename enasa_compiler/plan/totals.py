@@ -9,7 +9,7 @@ definitions live in one place. Definitions follow domain.md section 2:
   is busy while an operator computes on it;
 * allocated utilization: the same over the crossbars the plan uses;
 * spatial utilization: cells holding weight bits / cells of the crossbars written,
-  summed over programming events.
+  summed over programming events (a crossbar holding packed tiles counts once).
 """
 
 from __future__ import annotations
@@ -78,10 +78,20 @@ def compute_totals(
         busy_crossbar_ns=busy_crossbar_ns,
         utilization=busy_crossbar_ns / denominator if denominator else 0.0,
         allocated_utilization=busy_crossbar_ns / allocated if allocated else 0.0,
-        spatial_utilization=(cell_writes / (len(program) * crossbar_cells)
+        spatial_utilization=(cell_writes / (_written_crossbars(program) * crossbar_cells)
                              if program else 0.0),
         macs=sum(op.macs for op in operators),
     )
+
+
+def _written_crossbars(program: Sequence[ProgramEvent]) -> int:
+    """Crossbars written, once per write; packed writes count once per crossbar.
+
+    A packed write (with offsets) fills part of a crossbar beside other tiles, so the
+    crossbars it shares count once, however many tiles went into them.
+    """
+    plain = sum(1 for e in program if not e.packed)
+    return plain + len({e.crossbar for e in program if e.packed})
 
 
 def output_bytes(op: PlanOperator, weights: Mapping[str, WeightMatrix], a_bits: int) -> int:

@@ -90,6 +90,12 @@ def _figures(plan: Plan, pipeline: dict[str, Any], resident: bool) -> str:
          _us(t["busy_crossbar_ns_per_image"]), _DASH,
          "each MVM slot's duration \u00d7 its crossbars"),
     ]
+    if "unpacked_crossbars" in b:
+        rows.append(("crossbars_used", "crossbars (tiles packed)", f"{t['crossbars_used']:,}",
+                     f"{b.get('packed_crossbars_lower_bound', 0):,}",
+                     f"{b['unpacked_crossbars']:,} before packing; best: no packing of "
+                     "these tiles uses fewer (full-size tiles, then busy time over II and "
+                     "cells over a crossbar's)"))
     body = "".join(f'<tr data-pipeline="{key}"><td class=l>{label}</td><td class=v>{value}'
                    f'</td><td class=b>{best}</td><td class="l wrap">{note}</td></tr>'
                    for key, label, value, best, note in rows)

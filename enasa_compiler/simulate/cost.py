@@ -220,4 +220,9 @@ def _format_pipeline(pipeline: dict[str, Any] | None) -> list[str]:
         f"({t['crossbars_used']}; best any duplication reaches at most "
         f"{b['best_allocated_utilization']:.2%}), {t['utilization']:.2%} of the chip",
         f"throughput      {t['steady_images_per_s']:12.1f} subnet-images/s in steady state",
+        *([f"tile packing    {b['unpacked_crossbars']:12,d}  crossbars before packing, "
+           f"{t['crossbars_used']:,} after (no packing uses fewer than "
+           f"{b.get('packed_crossbars_lower_bound', 0):,}; the duplication bound above is "
+           "for unpacked crossbars)"]
+          if "unpacked_crossbars" in b else []),
     ]

@@ -36,6 +36,7 @@ __all__ = [
     "DUPLICATE_ID",
     "DURATION",
     "KINDS",
+    "Holdings",
     "MISSING_OP",
     "MODELS",
     "NOT_PROGRAMMED",
@@ -434,10 +435,121 @@ def _event_placements(index: PlanIndex, op: PlanOperator,
                                        f"on crossbar {crossbar}")
 
 
+# ---- tile packing ------------------------------------------------------------------
+Region = tuple[int, int, int, int]
+"""A tile's cells in its crossbar: first row, first column, row stop, column stop."""
+
+
+def write_region(write: ProgramEvent, tiles: dict[str, Tile]) -> Region | None:
+    """Return the cells a packed write fills, or None for a plain write (all of them).
+
+    A write naming one offset only counts as packed, the other offset 0 (the
+    ``program`` check reports it).
+    """
+    if not write.packed:
+        return None
+    tile = tiles.get(write.tile)
+    row, col = write.row_offset or 0, write.col_offset or 0
+    rows, cols = (tile.phys_rows, tile.phys_cols) if tile is not None else (1, 1)
+    return row, col, row + rows, col + cols
+
+
+def regions_overlap(a: Region, b: Region) -> bool:
+    """Tell whether two regions share a cell."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+class Holdings:
+    """What each crossbar holds as writes are applied in order (packing-aware).
+
+    A plain write replaces everything its crossbar held; a packed write (with
+    offsets) replaces only the tiles whose regions its own overlaps.
+    """
+
+    def __init__(self, tiles: dict[str, Tile]) -> None:
+        self.tiles = tiles
+        self.held: dict[int, dict[str, Region | None]] = defaultdict(dict)
+
+    def apply(self, write: ProgramEvent) -> None:
+        """Carry out one write."""
+        region = write_region(write, self.tiles)
+        here = self.held[write.crossbar]
+        if region is None:
+            here.clear()
+        else:
+            for tile_id, other in list(here.items()):
+                if other is None or regions_overlap(region, other):
+                    del here[tile_id]
+        here[write.tile] = region
+
+    def place(self, crossbar: int, tile_id: str) -> None:
+        """Put a tile in place over the whole crossbar (an initial state)."""
+        self.held[crossbar] = {tile_id: None}
+
+    def holds(self, crossbar: int, tile_id: str) -> bool:
+        """Tell whether the crossbar now holds the tile."""
+        return tile_id in self.held.get(crossbar, {})
+
+    def describe(self, crossbar: int) -> str:
+        """Name what the crossbar holds, for a message."""
+        names = list(self.held.get(crossbar, {}))
+        return quote_names(names) if names else "nothing"
+
+
+def check_packing(index: PlanIndex) -> Iterator[Violation]:
+    """Check packed writes: both offsets, regions inside the crossbar, no overlaps.
+
+    In a resident plan every tile stays where it was written, so the regions packed
+    into one crossbar must be disjoint; a plain write there would share it with
+    nothing. (A dynamic plan's overlapping write replaces what it covers.)
+    """
+    plan, target = index.plan, index.target
+    writes = list(plan.program)
+    if plan.pipeline is not None:
+        writes += [w for seg in plan.pipeline.segments for w in seg.writes]
+    for write in writes:
+        if not write.packed:
+            continue
+        if write.row_offset is None or write.col_offset is None:
+            yield Violation(PROGRAM, f"{_writing(write)} names one offset only (packing "
+                                     "needs row_offset and col_offset)")
+        region = write_region(write, index.tiles)
+        if target is not None and region is not None and (
+                region[2] > target.crossbar.rows or region[3] > target.crossbar.cols):
+            yield Violation(TILE_SIZE, f"{_writing(write)} at row {region[0]}, column "
+                                       f"{region[1]} reaches row {region[2]} and column "
+                                       f"{region[3]}, outside the {target.crossbar.rows} x "
+                                       f"{target.crossbar.cols} crossbar")
+    if plan.mode != "resident":
+        return
+    by_crossbar: dict[int, list[ProgramEvent]] = defaultdict(list)
+    for write in plan.program:
+        by_crossbar[write.crossbar].append(write)
+    for crossbar, events in sorted(by_crossbar.items()):
+        if len(events) < 2 or not any(e.packed for e in events):
+            continue  # plain double writes are check_resident's
+        plain = [e.tile for e in events if not e.packed]
+        if plain:
+            yield Violation(PROGRAM, f"crossbar {crossbar} holds packed tiles and tiles "
+                                     f"{quote_names(plain[:5])} written without offsets")
+            continue
+        placed: list[tuple[Region, str]] = []
+        for event in events:
+            region = write_region(event, index.tiles)
+            assert region is not None
+            clash = next((name for other, name in placed
+                          if regions_overlap(region, other)), None)
+            if clash is not None:
+                yield Violation(PROGRAM, f"crossbar {crossbar}: the cells of packed tiles "
+                                         f"'{clash}' and '{event.tile}' overlap")
+            placed.append((region, event.tile))
+
+
 def check_resident(index: PlanIndex) -> Iterator[Violation]:
     """Check a resident plan writes each tile once, never two into one crossbar.
 
-    A tile the initial state already holds counts as written.
+    A tile the initial state already holds counts as written. Tiles packed into one
+    crossbar (every write there with offsets) are :func:`check_packing`'s.
     """
     plan = index.plan
     if plan.mode != "resident":
@@ -450,10 +562,11 @@ def check_resident(index: PlanIndex) -> Iterator[Violation]:
     held: dict[int, dict[str, None]] = defaultdict(dict)
     holdings = [(p.crossbar, p.tile) for p in plan.initial]
     holdings += [(w.crossbar, w.tile) for w in plan.program]
+    packed = {w.crossbar for w in plan.program if w.packed}
     for crossbar, tile in holdings:
         held[crossbar][tile] = None
     for crossbar, tiles in held.items():
-        if len(tiles) > 1:
+        if len(tiles) > 1 and crossbar not in packed:
             named = list(tiles)
             more = f" and {len(named) - 5} more" if len(named) > 5 else ""
             yield Violation(PROGRAM, f"resident plan puts tiles {quote_names(named[:5])}"
@@ -462,6 +575,6 @@ def check_resident(index: PlanIndex) -> Iterator[Violation]:
 
 STRUCTURE_CHECKS: tuple[Check, ...] = (
     check_duplicates, check_references, check_missing, check_tiles, check_placements,
-    check_resident,
+    check_resident, check_packing,
 )
 """The checks of ids, references, tiles and placements, in report order."""

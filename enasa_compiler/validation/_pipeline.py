@@ -38,6 +38,7 @@ from enasa_compiler.validation._checks import (
     DURATION,
     PIPELINE,
     TOTALS,
+    Holdings,
     PlanIndex,
     Violation,
     close_enough,
@@ -97,10 +98,15 @@ def check_pipeline(index: PlanIndex) -> Iterator[Violation]:
         if pipeline.start_ns < programmed_end:
             yield Violation(PIPELINE, f"pipeline.start_ns {pipeline.start_ns} is before the "
                                       f"programming ends ({programmed_end} ns)")
-        holder = {e.crossbar: e.tile for e in sorted(plan.program, key=lambda e: e.end_ns)}
-        holder.update({p.crossbar: p.tile for p in plan.initial if p.crossbar not in holder})
+        holder = Holdings(index.tiles)
+        written = {e.crossbar for e in plan.program}
+        for held in plan.initial:
+            if held.crossbar not in written:
+                holder.place(held.crossbar, held.tile)
+        for write in sorted(plan.program, key=lambda e: e.end_ns):
+            holder.apply(write)
     else:
-        holder = {}  # every pass writes what its segments need
+        holder = Holdings(index.tiles)  # every pass writes what its segments need
     segment_of: dict[str, int] = {}
     slots: dict[str, PeriodicSlot] = {}
     for position, segment in enumerate(pipeline.segments):
@@ -119,7 +125,7 @@ def check_pipeline(index: PlanIndex) -> Iterator[Violation]:
         where = f"segment {position}" if len(pipeline.segments) > 1 else "pipeline"
         yield from _check_writes(index, segment.writes, where)
         for write in sorted(segment.writes, key=lambda w: w.end_ns):
-            holder[write.crossbar] = write.tile
+            holder.apply(write)
         mine = {slot.op: slot for slot in segment.schedule.slots if slot.op in slots
                 and segment_of[slot.op] == position}
         yield from _check_slot_resources(index, mine, holder)
@@ -177,7 +183,7 @@ def _check_writes(index: PlanIndex, writes: tuple[ProgramEvent, ...],
 
 
 def _check_slot_resources(index: PlanIndex, slots: dict[str, PeriodicSlot],
-                          holder: dict[int, str]) -> Iterator[Violation]:
+                          holder: Holdings) -> Iterator[Violation]:
     target = index.target
     for op_id, slot in slots.items():
         op = index.ops[op_id]
@@ -193,9 +199,9 @@ def _check_slot_resources(index: PlanIndex, slots: dict[str, PeriodicSlot],
             if len(set(crossbars)) != len(crossbars):
                 yield Violation(PIPELINE, f"{where} puts two tiles on one crossbar")
             for p in slot.placements:
-                if holder.get(p.crossbar) != p.tile:
+                if not holder.holds(p.crossbar, p.tile):
                     yield Violation(PIPELINE, f"{where}: crossbar {p.crossbar} holds "
-                                              f"{holder.get(p.crossbar)!r}, not tile "
+                                              f"{holder.describe(p.crossbar)}, not tile "
                                               f"'{p.tile}', when the images run")
             continue
         if slot.placements:
@@ -294,6 +300,7 @@ def _check_pipeline_figures(index: PlanIndex, slots: dict[str, PeriodicSlot],
     if bounds["best_ii_ns"] > bounds["ii_lower_bound_ns"]:
         yield Violation(TOTALS, f"pipeline.bounds.best_ii_ns {bounds['best_ii_ns']} exceeds "
                                 f"the plan's own bound {bounds['ii_lower_bound_ns']}")
+    yield from _check_packing_bounds(index)
     moved = crossing_bytes(plan.operators, index.weights, segment_of,
                            target.precision.a_bits)
     derived = compute_pipeline_totals(
@@ -312,3 +319,57 @@ def _check_pipeline_figures(index: PlanIndex, slots: dict[str, PeriodicSlot],
                "offchip_energy_pj": 1, "energy_pj": writes + 3}
     yield from compare_totals(pipeline.totals, derived, "pipeline.totals", "the slots",
                               rounded)
+
+
+def _check_packing_bounds(index: PlanIndex) -> Iterator[Violation]:
+    """Re-derive a packed resident plan's ``unpacked_crossbars`` and its lower bound.
+
+    Unpacked, every tile written has a crossbar of its own. The bound: a full-size
+    tile shares with nothing; the other tiles need their summed busy time per period
+    (the union of their slots' phases) over II crossbars, and their cells over a
+    crossbar's.
+    """
+    plan, target = index.plan, index.target
+    pipeline = plan.pipeline
+    assert target is not None and pipeline is not None
+    bounds = pipeline.bounds
+    if "unpacked_crossbars" not in bounds and "packed_crossbars_lower_bound" not in bounds:
+        return
+    if plan.mode != "resident" or len(pipeline.segments) != 1:
+        yield Violation(PIPELINE, "packing bounds in a plan that is not a resident pipeline")
+        return
+    if bounds.get("unpacked_crossbars", len(plan.program)) != len(plan.program):
+        yield Violation(TOTALS, f"pipeline.bounds.unpacked_crossbars is "
+                                f"{bounds['unpacked_crossbars']}, the {len(plan.program)} "
+                                "tiles written had a crossbar each")
+    claimed = bounds.get("packed_crossbars_lower_bound")
+    if claimed is None:
+        return
+    schedule = pipeline.schedule
+    ii = schedule.ii_ns
+    pieces: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for slot in schedule.slots:
+        for p in slot.placements:
+            pieces[p.tile].extend(_segments(slot, ii))
+    rows, cols = target.crossbar.rows, target.crossbar.cols
+    full = small_ns = small_cells = 0
+    for write in plan.program:
+        tile = index.tiles.get(write.tile)
+        if tile is None:
+            continue
+        if tile.phys_rows >= rows and tile.phys_cols >= cols:
+            full += 1
+            continue
+        small_cells += tile.cells
+        covered = 0
+        reach = -1
+        for start, end in sorted(pieces.get(write.tile, [])):
+            if end > reach:
+                covered += end - max(start, reach)
+                reach = end
+        small_ns += covered
+    bound = full + (max(1, math.ceil(small_ns / ii), math.ceil(small_cells / (rows * cols)))
+                    if small_cells else 0)
+    if claimed != bound:
+        yield Violation(TOTALS, f"pipeline.bounds.packed_crossbars_lower_bound is {claimed}, "
+                                f"the tiles' cells and busy phases give {bound}")

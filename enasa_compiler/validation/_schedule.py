@@ -14,6 +14,7 @@ import logging
 import math
 from collections import Counter, defaultdict
 from collections.abc import Iterator
+from dataclasses import replace
 
 from enasa_compiler._text import plural
 from enasa_compiler.ir import OpKind, WeightMatrix
@@ -27,6 +28,7 @@ from enasa_compiler.validation._checks import (
     PLACEMENT,
     TOTALS,
     Check,
+    Holdings,
     PlanIndex,
     Violation,
     close_enough,
@@ -140,11 +142,20 @@ def _check_programming(index: PlanIndex) -> Iterator[Violation]:
         writes[write.crossbar].append((write.end_ns, write.start_ns, write.tile))
     for history in writes.values():
         history.sort()
+    packed: dict[int, list[ProgramEvent]] = defaultdict(list)
+    for write in index.plan.program:
+        if write.packed:
+            packed[write.crossbar].append(write)
+    for events in packed.values():
+        events.sort(key=lambda w: (w.end_ns, w.start_ns, w.tile))
     for event in index.plan.compute:
         for p in event.placements:
             history = writes.get(p.crossbar, [])
             last = bisect.bisect_right(history, (event.start_ns, math.inf, "")) - 1
             if last >= 0 and history[last][2] == p.tile:
+                continue
+            if p.crossbar in packed and _packed_holds(index, writes[p.crossbar],
+                                                      packed[p.crossbar], last, p.tile):
                 continue
             where = (f"operator '{event.op}' reads tile '{p.tile}' on crossbar {p.crossbar} "
                      f"at {event.start_ns} ns")
@@ -154,6 +165,27 @@ def _check_programming(index: PlanIndex) -> Iterator[Violation]:
                 end_ns, start_ns, tile = history[last]
                 yield Violation(NOT_PROGRAMMED, f"{where}, which then holds tile '{tile}' "
                                                 f"(written [{start_ns}, {end_ns}))")
+
+
+def _packed_holds(index: PlanIndex, history: list[tuple[int, int, str]],
+                  packed: list[ProgramEvent], last: int, tile_id: str) -> bool:
+    """Whether the crossbar holds ``tile_id`` after its first ``last + 1`` writes.
+
+    ``history`` is the crossbar's (end, start, tile) list sorted, ``packed`` its packed
+    writes in the same order; a packed write replaces only what its region overlaps.
+    """
+    if last < 0:
+        return False
+    done = history[: last + 1]
+    by_key = {(w.end_ns, w.start_ns, w.tile): w for w in packed}
+    holdings = Holdings(index.tiles)
+    for end_ns, start_ns, tile in done:
+        write = by_key.get((end_ns, start_ns, tile))
+        if write is None:  # a plain write (or the initial state): the whole crossbar
+            holdings.place(0, tile)
+        else:
+            holdings.apply(replace(write, crossbar=0))
+    return holdings.holds(0, tile_id)
 
 
 def _writing(write: ProgramEvent) -> str:
