@@ -188,7 +188,11 @@ def test_bench_cli_writes_table_json_and_plots(tmp_path, capsys):
     ratio = space["ratios"]["single"]["speed_up"]
     assert ratio == pytest.approx(systems["single"]["time_s"] / systems["enasa"]["time_s"])
     assert len(space["ratios"]["cpu"]["speed_up_spread"]) == 3
-    assert [a["system"] for a in space["ablations"]] == ["fcfs"]
+    ablations = {a["system"]: a for a in space["ablations"]}
+    assert list(ablations) == ["packed", "fcfs"]
+    # Packing keeps the II and shares crossbars: never less busy than (a) unpacked.
+    assert (ablations["packed"]["allocated_steady_utilization"]
+            >= systems["enasa"]["allocated_steady_utilization"] - 1e-9)
     assert results["ranking"]["spos"]["rows"][0]["group_size"] == 2
     report = (out / "results.md").read_text()
     assert "| spos |" in report and "| paper |" in report

@@ -70,14 +70,16 @@ def _ablation_table(space: dict[str, Any]) -> list[str]:
         return []
     lines = ["", "Ablation: (a) with one part switched off; > 1x means the part helps.", "",
              "| variant | time / subnet | energy / subnet | slow-down vs (a) | "
-             "energy vs (a) | dedup | cell writes |", "|---|---|---|---|---|---|---|"]
+             "energy vs (a) | dedup | cell writes | utilization (allocated) |",
+             "|---|---|---|---|---|---|---|---|"]
     for run in space["ablations"]:
         lines.append(
             f"| {run['label']} | {fmt_time(run['time_per_subnet_s'])} | "
             f"{fmt_energy(run['energy_per_subnet_j'])} | "
             f"{fmt_ratio(run['vs_enasa']['speed_up'])} | "
             f"{fmt_ratio(run['vs_enasa']['energy_ratio'])} | "
-            f"{fmt_ratio(run['dedup_ratio'])} | {run['cell_writes']:,} |")
+            f"{fmt_ratio(run['dedup_ratio'])} | {run['cell_writes']:,} | "
+            f"{fmt_share(run.get('allocated_steady_utilization'))} |")
     return lines
 
 

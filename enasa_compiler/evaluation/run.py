@@ -247,6 +247,13 @@ def _space(config: BenchConfig, space: str, target: Target, images: np.ndarray,
                                           solver=config.solver,
                                           time_limit_s=config.time_limit_s,
                                           duplicate=config.duplicate))
+        with steps.step(f"{space}: (a) with tile packing"):
+            ablations.append(run_flow(files, target, n, system="packed",
+                                      label="(a) with tile packing (each generation "
+                                      "programmed from an empty chip)",
+                                      solver=config.solver,
+                                      time_limit_s=config.time_limit_s, online=False,
+                                      duplicate=config.duplicate, pack_tiles=True))
         with steps.step(f"{space}: ablation, OPS ranking off (FCFS)"):
             ablations.append(run_flow(files, target, n, system="fcfs",
                                       label="(a) OPS -> first come, first served",

@@ -218,9 +218,14 @@ def run_flow(
     dedup_operators: bool = True,
     online: bool = True,
     duplicate: str | int = "throughput",
+    pack_tiles: bool = False,
     on_plan: PlanHook | None = None,
 ) -> SystemRun:
-    """Run (a), (c) or an ablation: one pipelined group per generation, chained state."""
+    """Run (a), (c) or an ablation: one pipelined group per generation, chained state.
+
+    ``pack_tiles`` packs small tiles into shared crossbars; only plans that start from
+    an empty chip are packed, so it is meant with ``online=False``.
+    """
     run = SystemRun(system, label, "modeled", sum(len(g) for g in generations), images)
     previous: Plan | None = None
     solvers: set[str] = set()
@@ -229,7 +234,8 @@ def run_flow(
         plan = compile_detailed(
             files, target, solver=solver, images=images, time_limit_s=time_limit_s,
             initial_state=previous if online else None,
-            dedup_operators=dedup_operators, duplicate=duplicate).plan
+            dedup_operators=dedup_operators, duplicate=duplicate,
+            pack_tiles=pack_tiles).plan
         run.compile_s += time.perf_counter() - started
         _add_plan(run, checked_plan(plan, label), target)
         if on_plan is not None:
