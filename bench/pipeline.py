@@ -12,7 +12,10 @@ times (neither should grow with N). It compiles N images again with tile packing
 (``pack_tiles``, issue #15): utilisation, crossbars and II with and without packing, and
 the packer's crossbars against its lower bound. Then it compiles the group for
 ``edge``, too small for it, with OPS's ranking and with ``--solver fcfs``: segmented
-pipelines, their writes and off-chip traffic. Results go to
+pipelines, their writes (how many prefetched while the previous segment computes,
+and the write time exposed and hidden) and off-chip traffic, with the writes
+overlapped and in the sequential form, for N images and for a short run
+(``--edge-short-images``). Results go to
 ``bench/results/pipeline.json``.
 
 Run:  python bench/pipeline.py [--group-size 16] [--images 10000]
@@ -21,23 +24,28 @@ Run:  python bench/pipeline.py [--group-size 16] [--images 10000]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import math
 import os
 import random
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 from _results import command_line, write_results
 
+import enasa_compiler.pipeline as pipeline_module
 from enasa_compiler.models.export import export_group
 from enasa_compiler.models.sampling import sample_shared_group
 from enasa_compiler.models.spos import SposSupernet
 from enasa_compiler.passes.mapping.packing import PackItem, busy_phases, phase_lower_bound
 from enasa_compiler.pipeline import compile_detailed
 from enasa_compiler.plan import Placement, Plan
+from enasa_compiler.plan.totals import pipeline_write_ns
 from enasa_compiler.validation.validator import validate
 
 
@@ -74,6 +82,51 @@ def _packing_ceilings(plan: Plan) -> dict[str, float]:
     }
 
 
+@contextlib.contextmanager
+def _overlap(enabled: bool) -> Iterator[None]:
+    """Compile segmented pipelines with or without write overlap (the default: with)."""
+    original = pipeline_module.build_segmented_pipeline
+    pipeline_module.build_segmented_pipeline = functools.partial(original, overlap=enabled)
+    try:
+        yield
+    finally:
+        pipeline_module.build_segmented_pipeline = original
+
+
+def _edge_row(files: list[Path], target: str, solver: str, images: int, *,
+              overlap: bool) -> dict[str, object]:
+    """Compile for a chip too small for the group; the segmented run's figures."""
+    start = time.perf_counter()
+    with _overlap(overlap):
+        plan = compile_detailed(files, target, solver=solver, images=images).plan
+    seconds = time.perf_counter() - start
+    assert plan.pipeline is not None
+    pipe = plan.pipeline
+    t = pipe.totals
+    times = pipeline_write_ns(pipe.segments, pipe.images, pipe.micro_batch)
+    row: dict[str, object] = {
+        "compile_s": round(seconds, 2), "valid": not validate(plan),
+        "mode": plan.mode, "segments": len(pipe.segments),
+        "micro_batch": pipe.micro_batch,
+        "writes_per_pass": sum(len(seg.writes) for seg in pipe.segments),
+        "prefetched_per_pass": sum(w.prefetch for seg in pipe.segments for w in seg.writes),
+        "makespan_ns": t.makespan_ns, "ii_ns": t.ii_ns,
+        "ii_lower_bound_ns": pipe.bounds["ii_lower_bound_ns"],
+        "write_exposed_ns": times["exposed_ns"], "write_hidden_ns": times["hidden_ns"],
+        "energy_pj": t.energy_pj, "write_energy_pj": t.write_energy_pj,
+        "offchip_bytes": t.offchip_bytes, "offchip_energy_pj": t.offchip_energy_pj,
+        "allocated_utilization": t.allocated_utilization,
+    }
+    print(f"{target} {solver} N={images} {'overlap' if overlap else 'sequential'}: "
+          f"{row['mode']}, {row['segments']} segments, {row['writes_per_pass']} tile writes "
+          f"per pass ({row['prefetched_per_pass']} prefetched), micro-batch "
+          f"{row['micro_batch']}, makespan {t.makespan_ns / 1e9:.6f} s, writes exposed "
+          f"{times['exposed_ns'] / 1e3:.1f} us, hidden {times['hidden_ns'] / 1e3:.1f} us, "
+          f"energy {t.energy_pj / 1e12:.4f} J (off chip {t.offchip_bytes / 1e9:.1f} GB), "
+          f"{'valid' if row['valid'] else 'INVALID'}", flush=True)
+    return row
+
+
 def main() -> None:
     """Run the benchmark and write its results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -82,6 +135,9 @@ def main() -> None:
     parser.add_argument("--target", default="neurosim-22nm")
     parser.add_argument("--edge-target", default="edge",
                         help="a target too small for the group (segmented pipelines)")
+    parser.add_argument("--edge-short-images", type=int, default=16,
+                        help="images of a second, short segmented run (short passes: "
+                             "where hiding writes matters)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
@@ -147,38 +203,23 @@ def main() -> None:
                   f"plan {row['plan_bytes']} bytes, compile {seconds:.1f} s, "
                   f"{'valid' if row['valid'] else 'INVALID'}", flush=True)
         # The same group on a chip too small for it: segmented pipelines, with OPS's
-        # ranking and without it (first come, first served).
-        edge = {}
-        for solver in ("ops", "fcfs"):
-            start = time.perf_counter()
-            plan = compile_detailed(files, args.edge_target, solver=solver,
-                                    images=args.images).plan
-            seconds = time.perf_counter() - start
-            assert plan.pipeline is not None
-            pipe = plan.pipeline
-            t = pipe.totals
-            edge[solver] = {
-                "compile_s": round(seconds, 2), "valid": not validate(plan),
-                "mode": plan.mode, "segments": len(pipe.segments),
-                "micro_batch": pipe.micro_batch,
-                "writes_per_pass": sum(len(seg.writes) for seg in pipe.segments),
-                "makespan_ns": t.makespan_ns, "ii_ns": t.ii_ns,
-                "ii_lower_bound_ns": pipe.bounds["ii_lower_bound_ns"],
-                "energy_pj": t.energy_pj, "write_energy_pj": t.write_energy_pj,
-                "offchip_bytes": t.offchip_bytes, "offchip_energy_pj": t.offchip_energy_pj,
-                "allocated_utilization": t.allocated_utilization,
-            }
-            row = edge[solver]
-            print(f"{args.edge_target} {solver}: {row['mode']}, {row['segments']} segments, "
-                  f"{row['writes_per_pass']} tile writes per pass, micro-batch "
-                  f"{row['micro_batch']}, makespan {row['makespan_ns'] / 1e9:.2f} s, "
-                  f"energy {row['energy_pj'] / 1e12:.2f} J (off chip "
-                  f"{row['offchip_bytes'] / 1e9:.1f} GB), "
-                  f"{'valid' if row['valid'] else 'INVALID'}", flush=True)
-        edge["ops_speedup_over_fcfs"] = (edge["fcfs"]["makespan_ns"]
-                                         / edge["ops"]["makespan_ns"])
-        edge["fcfs_writes_over_ops"] = (edge["fcfs"]["writes_per_pass"]
-                                        / edge["ops"]["writes_per_pass"])
+        # ranking and without it (first come, first served); each with the segments'
+        # writes overlapping the previous segment where crossbars allow (the default)
+        # and in the sequential form (every write waits for the previous segment).
+        edge: dict[str, object] = {}
+        for images in (args.images, args.edge_short_images):
+            for solver in ("ops", "fcfs"):
+                key = solver if images == args.images else f"{solver}_{images}_images"
+                edge[key] = {
+                    "images": images,
+                    **_edge_row(files, args.edge_target, solver, images, overlap=True),
+                    "sequential": _edge_row(files, args.edge_target, solver, images,
+                                            overlap=False),
+                }
+        ops, fcfs = edge["ops"], edge["fcfs"]
+        assert isinstance(ops, dict) and isinstance(fcfs, dict)
+        edge["ops_speedup_over_fcfs"] = fcfs["makespan_ns"] / ops["makespan_ns"]
+        edge["fcfs_writes_over_ops"] = fcfs["writes_per_pass"] / ops["writes_per_pass"]
     write_results("pipeline.json", {
         "command": command_line(__file__, args),
         "load_average_at_start": round(load_average, 2),

@@ -283,6 +283,10 @@ class ProgramEvent:
     ``row_offset`` and ``col_offset`` (tile packing, both or neither) put the tile's
     cells at that corner of the crossbar, beside other tiles; without them the tile
     takes the crossbar from its corner and replaces whatever it held.
+
+    ``prefetch`` (segmented pipelines only) marks a write of a segment's tile made while
+    the previous segment computes, into a crossbar that segment does not use; its times
+    are then relative to the previous segment's start (:class:`PipelineSegment`).
     """
 
     tile: str
@@ -292,6 +296,7 @@ class ProgramEvent:
     energy_pj: float
     row_offset: int | None = None
     col_offset: int | None = None
+    prefetch: bool = False
 
     @property
     def packed(self) -> bool:
@@ -399,18 +404,40 @@ class PipelineSegment:
     each image then runs through ``schedule``. A resident plan has one segment and no
     writes (its tiles were programmed once, before the pipeline starts); a dynamic
     plan runs its segments one after another for every micro-batch of images.
+
+    Writes marked ``prefetch`` overlap the previous segment (the last one of the
+    previous pass for the first segment): they go into crossbars the previous segment
+    does not use and are timed from the previous segment's start. Segment ``k`` starts
+    when segment ``k - 1``'s last image finishes, or later if its prefetched writes
+    would not be done by its first slot: it waits :meth:`wait_ns`. The other writes
+    ("in place") start with the segment and the slots after them.
     """
 
     writes: tuple[ProgramEvent, ...]
     schedule: PeriodicSchedule
 
     def writes_end_ns(self) -> int:
-        """When the segment's last write ends (0 with no writes)."""
-        return max((w.end_ns for w in self.writes), default=0)
+        """When the segment's last in-place write ends (0 with none)."""
+        return max((w.end_ns for w in self.writes if not w.prefetch), default=0)
 
-    def duration_ns(self, images: int) -> int:
-        """Return the segment's time for ``images`` images, writes included."""
-        return max(self.writes_end_ns(), self.schedule.finish_ns(images))
+    def prefetch_end_ns(self) -> int:
+        """When the last prefetched write ends, from the previous segment's start."""
+        return max((w.end_ns for w in self.writes if w.prefetch), default=0)
+
+    def wait_ns(self, previous_ns: int) -> int:
+        """How long the segment's start waits for its prefetched writes.
+
+        ``previous_ns``: the previous segment's length from its start to its last image's
+        finish (its ``schedule.finish_ns``), 0 at the run's start (nothing to hide behind).
+        """
+        if not any(w.prefetch for w in self.writes):
+            return 0
+        return max(0, self.prefetch_end_ns() - previous_ns - self.schedule.first_start_ns())
+
+    def duration_ns(self, images: int, previous_ns: int = 0) -> int:
+        """Return the segment's time for ``images`` images, writes and wait included."""
+        return self.wait_ns(previous_ns) + max(self.writes_end_ns(),
+                                               self.schedule.finish_ns(images))
 
 
 TileKey = tuple[str, int, int, int, int, int, int, int]

@@ -60,7 +60,7 @@ from enasa_compiler.passes.mapping.periodic import (
     slot_durations,
     utilization_copies,
 )
-from enasa_compiler.passes.mapping.segments import segment_of, segmented_pipeline
+from enasa_compiler.passes.mapping.segments import segment_of, segmented_pipelines
 from enasa_compiler.passes.price import price
 from enasa_compiler.plan import Pipeline, Plan, PlanOperator, SubnetInfo
 from enasa_compiler.plan.totals import compute_pipeline_totals, compute_totals, crossing_bytes
@@ -489,39 +489,45 @@ def _micro_batches(images: int) -> list[int]:
 
 
 def build_segmented_pipeline(program: CrossbarProgram, target: Target, costs: CostTable,
-                             images: int, policy: RankingPolicy) -> Pipeline:
+                             images: int, policy: RankingPolicy,
+                             overlap: bool = True) -> Pipeline:
     """Make the segmented pipeline of a group whose weights do not fit the chip.
 
     The micro-batch size is the one (powers of two and ``images``) with the shortest
     makespan: larger micro-batches write each segment's tiles less often per image but
-    may overflow the activation buffer into off-chip memory.
+    may overflow the activation buffer into off-chip memory. With ``overlap`` (the
+    default) a segment's writes into crossbars the previous segment leaves alone are
+    prefetched while it computes, on the candidate crossbar choice that runs fastest;
+    without it every write waits for the previous segment (the sequential form).
 
     Raises:
         InputError: every micro-batch needs off-chip memory and the target has none.
 
     """
     per_image = image_costs(program, target)
-    plan = segmented_pipeline(program, target, costs, per_image, policy)
+    candidates = segmented_pipelines(program, target, costs, per_image, policy,
+                                     overlap=overlap)
     operators = plan_operators(program, costs)
     weights = {w.id: w for w in program.weight_matrices()}
-    moved = crossing_bytes(operators, weights, segment_of(plan), target.precision.a_bits)
     image_energy_pj = sum(per_image.operators[op.id].energy_pj for op in program.ops)
-    best: tuple[int, float, int, Any] | None = None
-    for micro_batch in _micro_batches(images):
-        totals = compute_pipeline_totals(
-            images=images, micro_batch=micro_batch, start_ns=0, segments=plan.segments,
-            image_energy_pj=image_energy_pj, program=(), moved_bytes_per_image=moved,
-            chip=target.chip)
-        if totals.offchip_bytes and target.chip.offchip_gb_per_s <= 0:
-            continue
-        key = (totals.makespan_ns, totals.energy_pj, micro_batch, totals)
-        if best is None or key[:2] < best[:2]:
-            best = key
+    best: tuple[int, float, int, Any, Any] | None = None
+    for plan in candidates:  # the fastest; ties keep the first (the plain crossbars)
+        moved = crossing_bytes(operators, weights, segment_of(plan), target.precision.a_bits)
+        for micro_batch in _micro_batches(images):
+            totals = compute_pipeline_totals(
+                images=images, micro_batch=micro_batch, start_ns=0, segments=plan.segments,
+                image_energy_pj=image_energy_pj, program=(), moved_bytes_per_image=moved,
+                chip=target.chip)
+            if totals.offchip_bytes and target.chip.offchip_gb_per_s <= 0:
+                continue
+            key = (totals.makespan_ns, totals.energy_pj, micro_batch, totals, plan)
+            if best is None or key[:2] < best[:2]:
+                best = key
     if best is None:
         raise InputError(f"the activations between segments do not fit the "
                          f"{target.chip.buffer_kib:g} KiB buffer of target '{target.name}' "
                          "even one image at a time, and it has no off-chip memory")
-    _, _, micro_batch, totals = best
+    _, _, micro_batch, totals, plan = best
     sum_ii = sum(seg.schedule.ii_ns for seg in plan.segments)
     bound = sum(b.bound_ns for b in plan.bounds)
     bounds = {

@@ -92,12 +92,20 @@ class PlanStructure:
         """One image's events through the pipelined schedule, segment after segment.
 
         The one-time programming comes first; then each segment's writes (its tiles
-        in place) and its slots in the order image 0 runs them: their offsets.
+        in place) and its slots in the order image 0 runs them: their offsets. A
+        segment's prefetched writes run while the previous segment computes: they are
+        applied when that segment's writes are (the first segment's before the pass),
+        so that one that clobbered a tile the previous segment reads changes the
+        outputs.
         """
         assert self.plan.pipeline is not None
         events: list[tuple[int, ComputeEvent | None]] = [(i, None) for _, i, _ in programming]
-        for segment in self.plan.pipeline.segments:
-            for write in sorted(segment.writes, key=lambda w: w.end_ns):
+        segments = self.plan.pipeline.segments
+        for position, segment in enumerate(segments):
+            ahead = segments[position + 1] if position + 1 < len(segments) else None
+            writes = [w for w in segment.writes if not w.prefetch or position == 0]
+            writes += [w for w in (ahead.writes if ahead else ()) if w.prefetch]
+            for write in sorted(writes, key=lambda w: (w.prefetch, w.end_ns)):
                 self.writes.append(write)
                 events.append((len(self.writes) - 1, None))
             for slot in sorted(segment.schedule.slots,

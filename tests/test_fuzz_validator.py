@@ -1,4 +1,4 @@
-"""Validator fuzzing: >= 1000 random corruptions of 35 kinds, each rejected rightly.
+"""Validator fuzzing: >= 1000 random corruptions of 38 kinds, each rejected rightly.
 
 Valid plans come from OPS on random operator graphs (resident and dynamic), each with
 its pipelined run of many images (plan format 3's ``pipeline``: one periodic segment
@@ -233,12 +233,16 @@ def _slot_before_its_producer(plan: Plan, rng: random.Random) -> str | None:
 
 
 def _slot_before_its_segment_writes(plan: Plan, rng: random.Random) -> str | None:
-    segments = [seg for seg in _segments(plan) if seg["writes"]
-                and max(w["end_ns"] for w in seg["writes"]) > 0]
+    # In-place writes only: prefetched ones may end after the segment's slot offsets
+    # (they started during the previous segment; the totals charge any wait).
+    def in_place(seg: dict[str, Any]) -> list[int]:
+        return [w["end_ns"] for w in seg["writes"] if not w.get("prefetch")]
+
+    segments = [seg for seg in _segments(plan) if max(in_place(seg), default=0) > 0]
     if not segments:
         return None
     segment = rng.choice(segments)
-    end = max(w["end_ns"] for w in segment["writes"])
+    end = max(in_place(segment))
     rng.choice(segment["slots"])["offset_ns"] = rng.randint(0, end - 1)
     return "dependency"
 
@@ -379,6 +383,52 @@ def _resident_pipeline_gets_writes(plan: Plan, rng: random.Random) -> str | None
     return "pipeline"
 
 
+def _prefetched(plan: Plan) -> list[tuple[int, dict[str, Any]]]:
+    """(segment index, write) of every prefetched write (segment overlap)."""
+    return [(k, w) for k, seg in enumerate(_segments(plan)) for w in seg["writes"]
+            if w.get("prefetch")]
+
+
+def _prefetch_into_a_running_segments_crossbar(plan: Plan, rng: random.Random) -> str | None:
+    """A write made while the previous segment computes, on one of its crossbars."""
+    segments = _segments(plan)
+    candidates = [(k, w) for k, seg in enumerate(segments) for w in seg["writes"]
+                  if len(segments) > 1]
+    if not candidates:
+        return None
+    k, write = rng.choice(candidates)
+    previous = segments[k - 1]
+    busy = sorted({p["crossbar"] for s in previous["slots"] for p in s["placements"]})
+    if not busy:
+        return None
+    write["prefetch"] = True
+    write["crossbar"] = rng.choice(busy)
+    return "double-booked"
+
+
+def _prefetch_ends_late(plan: Plan, rng: random.Random) -> str | None:
+    """A prefetched write that ends after its segment would start: the wait is not paid."""
+    candidates = _prefetched(plan)
+    if not candidates:
+        return None
+    k, write = rng.choice(candidates)
+    segments = _segments(plan)
+    previous = segments[k - 1]
+    finish = max(s["offset_ns"] + s["duration_ns"] for s in previous["slots"])
+    finish += (plan["pipeline"]["micro_batch"] - 1) * previous["ii_ns"]
+    first = min(s["offset_ns"] for s in segments[k]["slots"])
+    write["end_ns"] = (max(w["end_ns"] for _, w in _prefetched(plan)) + finish + first
+                       + rng.randint(1, 10_000))
+    return "totals"
+
+
+def _resident_write_marked_prefetch(plan: Plan, rng: random.Random) -> str | None:
+    if plan["mode"] != "resident" or not plan["schedule"]["program"]:
+        return None
+    rng.choice(plan["schedule"]["program"])["prefetch"] = True
+    return "pipeline"
+
+
 def _pipeline_wrong_type(plan: Plan, rng: random.Random) -> str:
     pipeline = plan["pipeline"]
     target = rng.choice([pipeline, pipeline["totals"], pipeline["bounds"],
@@ -405,6 +455,8 @@ CORRUPTIONS: list[Callable[[Plan, random.Random], str | None]] = [
     _digital_slot_units_wrong, _mvm_slot_names_units, _slot_removed_or_repeated,
     _slot_of_unknown_operator, _pipeline_bounds_wrong, _pipeline_totals_wrong,
     _pipeline_images_disagree, _resident_pipeline_gets_writes, _pipeline_wrong_type,
+    _prefetch_into_a_running_segments_crossbar, _prefetch_ends_late,
+    _resident_write_marked_prefetch,
 ]
 
 

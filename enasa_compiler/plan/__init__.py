@@ -412,6 +412,8 @@ def _program_dict(event: ProgramEvent) -> dict[str, Any]:
     if event.packed:  # tile packing: where the tile sits in its crossbar
         data["row_offset"] = event.row_offset
         data["col_offset"] = event.col_offset
+    if event.prefetch:  # segmented pipelines: written while the previous segment runs
+        data["prefetch"] = True
     return data
 
 
@@ -421,7 +423,8 @@ def _program_from_dict(data: dict[str, Any]) -> ProgramEvent:
                         start_ns=int(data["start_ns"]), end_ns=int(data["end_ns"]),
                         energy_pj=float(data["energy_pj"]),
                         row_offset=None if rows is None else int(rows),
-                        col_offset=None if cols is None else int(cols))
+                        col_offset=None if cols is None else int(cols),
+                        prefetch=bool(data.get("prefetch", False)))
 
 
 def _slot_dict(slot: PeriodicSlot) -> dict[str, Any]:

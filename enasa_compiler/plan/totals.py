@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from enasa_compiler.ir import OpKind, PipelineSegment, Tile, WeightMatrix
 from enasa_compiler.plan import (
@@ -30,7 +30,13 @@ from enasa_compiler.targets.components import ChipSpec
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["compute_pipeline_totals", "compute_totals", "crossing_bytes", "output_bytes"]
+__all__ = [
+    "compute_pipeline_totals",
+    "compute_totals",
+    "crossing_bytes",
+    "output_bytes",
+    "pipeline_write_ns",
+]
 
 _BITS_PER_BYTE = 8
 
@@ -148,11 +154,15 @@ def compute_pipeline_totals(
         chip: the chip (crossbars, activation buffer, off-chip memory).
 
     Definitions (docs/plan-format.md): a micro-batch of ``k`` images takes every
-    segment's :meth:`~enasa_compiler.ir.PipelineSegment.duration_ns` for ``k``, plus,
-    when its crossing activations (half the moved bytes: stored once, then read) do
-    not fit the buffer, the off-chip transfer time; the makespan adds the micro-batches
-    to ``start_ns``. Steady-state utilisation is crossbar-time occupied per image over
-    crossbars times the time per image.
+    segment's :meth:`~enasa_compiler.ir.PipelineSegment.duration_ns` for ``k`` (a
+    segment with prefetched writes hides them behind the previous segment's images,
+    the last segment of the previous pass for the first one; the first pass has
+    nothing before it), plus, when its crossing activations (half the moved bytes:
+    stored once, then read) do not fit the buffer, the off-chip transfer time; the
+    makespan adds the micro-batches to ``start_ns``. ``write_ns`` is the exposed write
+    time: in-place writes and waits for prefetched ones (:func:`pipeline_write_ns`).
+    Steady-state utilisation is crossbar-time occupied per image over crossbars times
+    the time per image.
 
     """
     full, rest = divmod(images, micro_batch)
@@ -169,11 +179,20 @@ def compute_pipeline_totals(
             return 0  # refused when planned; the validator reports it
         return math.ceil(moved / chip.offchip_gb_per_s)  # GB/s = bytes per ns
 
-    def cycle_ns(count: int) -> int:
-        return sum(seg.duration_ns(count) for seg in segments) + transfer_ns(offchip(count))
+    def cycle_ns(count: int, before: int) -> int:
+        return _pass_ns(segments, count, before)[0] + transfer_ns(offchip(count))
 
-    cycles = full + (1 if rest else 0)
-    makespan_ns = start_ns + full * cycle_ns(micro_batch) + (cycle_ns(rest) if rest else 0)
+    def exposed_ns(count: int, before: int) -> int:
+        return _pass_ns(segments, count, before)[1]
+
+    # The finish of the previous pass's last segment, behind which the first segment
+    # prefetches: nothing before the first pass.
+    last = segments[-1].schedule.finish_ns(micro_batch) if segments else 0
+    counts = [(micro_batch, 0)] * min(full, 1) + [(micro_batch, last)] * max(0, full - 1)
+    if rest:
+        counts.append((rest, last if full else 0))
+    cycles = len(counts)
+    makespan_ns = start_ns + _repeat_sum(counts, cycle_ns)
     offchip_bytes = full * offchip(micro_batch) + (offchip(rest) if rest else 0)
     slots = [slot for seg in segments for slot in seg.schedule.slots]
     busy = sum(s.duration_ns * len({p.crossbar for p in s.placements}) for s in slots)
@@ -183,13 +202,13 @@ def compute_pipeline_totals(
     compute_energy_pj = image_energy_pj * images
     write_energy_pj = once_pj + cycles * cycle_writes_pj
     offchip_energy_pj = offchip_bytes * chip.offchip_pj_per_byte
-    write_ns = start_ns + cycles * sum(seg.writes_end_ns() for seg in segments)
+    write_ns = start_ns + _repeat_sum(counts, exposed_ns)
     if len(segments) == 1 and not segments[0].writes:
         ii = segments[0].schedule.ii_ns
         latency = segments[0].schedule.latency_ns()
     else:
-        ii = math.ceil(cycle_ns(micro_batch) / micro_batch)
-        latency = cycle_ns(1)
+        ii = math.ceil(cycle_ns(micro_batch, last) / micro_batch)
+        latency = cycle_ns(1, 0)
     return PipelineTotals(
         images=images,
         ii_ns=ii,
@@ -207,3 +226,47 @@ def compute_pipeline_totals(
         compute_ns=makespan_ns - write_ns,
         write_ns=write_ns,
     )
+
+
+def _pass_ns(segments: Sequence[PipelineSegment], count: int, before: int) -> tuple[int, int]:
+    """One pass of ``count`` images: its time and its exposed write time.
+
+    ``before``: the previous pass's last segment's finish (0 for the first pass).
+    Exposed writes: each segment's in-place writes and its wait for prefetched ones.
+    """
+    total = exposed = 0
+    for seg in segments:
+        wait = seg.wait_ns(before)
+        total += seg.duration_ns(count, before)
+        exposed += wait + seg.writes_end_ns()
+        before = seg.schedule.finish_ns(count)
+    return total, exposed
+
+
+def _repeat_sum(counts: Sequence[tuple[int, int]], figure: Callable[[int, int], int]) -> int:
+    """Sum ``figure`` over the passes, each distinct pass computed once."""
+    done: dict[tuple[int, int], int] = {}
+    for key in counts:
+        if key not in done:
+            done[key] = figure(*key)
+    return sum(done[key] for key in counts)
+
+
+def pipeline_write_ns(segments: Sequence[PipelineSegment], images: int,
+                      micro_batch: int) -> dict[str, int]:
+    """Write time of a segmented run: all of it, the exposed part and the hidden part.
+
+    ``total_ns`` is what the writes would take one segment at a time with nothing
+    overlapped (each segment's writes in parallel over its crossbars, then its images);
+    ``exposed_ns`` what the run waits for them (in-place writes, waits for prefetched
+    ones); ``hidden_ns`` the rest, overlapped with the previous segment's images.
+    """
+    full, rest = divmod(images, micro_batch)
+    last = segments[-1].schedule.finish_ns(micro_batch) if segments else 0
+    counts = [(micro_batch, 0)] * min(full, 1) + [(micro_batch, last)] * max(0, full - 1)
+    if rest:
+        counts.append((rest, last if full else 0))
+    per_pass = sum(max(seg.writes_end_ns(), seg.prefetch_end_ns()) for seg in segments)
+    exposed = _repeat_sum(counts, lambda count, before: _pass_ns(segments, count, before)[1])
+    total = len(counts) * per_pass
+    return {"total_ns": total, "exposed_ns": exposed, "hidden_ns": total - exposed}

@@ -141,8 +141,11 @@ def _segment_charts(plan: Plan, styles: dict[str, Style], index: int,
               f"{fill.images_drawn} are drawn (at most {MAX_IMAGES_DRAWN}), so the chart "
               "shows the fill, not the steady state."
               if fill.images_drawn < fill.depth else "")
+    prefetched = sum(w.prefetch for w in segment.writes)
     heading = (f"<h3>Segment {index} ({len(schedule.slots):,} operators, "
-               f"{len(segment.writes):,} writes first)</h3>"
+               f"{len(segment.writes) - prefetched:,} writes first"
+               + (f", {prefetched:,} prefetched while the previous segment runs"
+                  if prefetched else "") + ")</h3>"
                if len(pipeline.segments) > 1 else "")
     return (f"{heading}<h3>One period in steady state</h3>"
             f'<figure class="gantt-box">{period.svg}<figcaption>Every operator once, at its '
@@ -158,6 +161,16 @@ def _segment_charts(plan: Plan, styles: dict[str, Style], index: int,
             f"{'s' if fill.depth > 1 else ''}. {steady} Image 0's flow is drawn once "
             f"({fill.bars:,} bars, merged per row) and repeated for each image.</figcaption>"
             "</figure>")
+
+
+def _overlap_note(seg: dict[str, Any] | None) -> str:
+    """Say what the writes cost in time: exposed, and hidden behind compute."""
+    if not seg or not seg["prefetched_per_pass"]:
+        return ""
+    return (f" {seg['prefetched_per_pass']:,} of the {seg['writes_per_pass']:,} writes of "
+            "a pass are prefetched into crossbars the previous segment leaves alone, while "
+            f"it computes: the writes take {_us(seg['write_exposed_ns'])} of the run's "
+            f"time and {_us(seg['write_hidden_ns'])} more hide behind compute.")
 
 
 def pipeline_section(plan: Plan, report: dict[str, Any], styles: dict[str, Style]) -> str:
@@ -187,7 +200,8 @@ def pipeline_section(plan: Plan, report: dict[str, Any], styles: dict[str, Style
            f"each micro-batch passes through the {segments} segment"
            f"{'s' if segments > 1 else ''} in order, each first writing its tiles into the "
            "crossbars, then pipelining the micro-batch with its own II (writes are not "
-           "drawn; II below is the time per image over a whole cycle).")
+           "drawn; II below is the time per image over a whole cycle)."
+           + _overlap_note(summary.get("segmented")))
     return (f'<section id="pipeline"><h2>{PIPELINE_TITLE}</h2><p class=note>{how} The '
             "figures are <code>enasa simulate --json</code>'s <code>pipeline</code>.</p>"
             f"{_figures(plan, summary, resident)}{charts}</section>")

@@ -19,6 +19,7 @@ from typing import Any
 from enasa_compiler._text import column_width, plural
 from enasa_compiler.ir import OpKind
 from enasa_compiler.plan import Plan
+from enasa_compiler.plan.totals import pipeline_write_ns
 from enasa_compiler.simulate import breakdown as rb
 from enasa_compiler.targets import power
 from enasa_compiler.targets.target import Target, target_from_dict
@@ -148,7 +149,20 @@ def _pipeline_report(plan: Plan, target: Target) -> dict[str, Any] | None:
         write_time_share=totals["write_ns"] / totals["makespan_ns"]
         if totals["makespan_ns"] else 0.0,
     )
-    return {"totals": totals, "bounds": dict(plan.pipeline.bounds)}
+    result: dict[str, Any] = {"totals": totals, "bounds": dict(plan.pipeline.bounds)}
+    segments = plan.pipeline.segments
+    if len(segments) > 1 or any(seg.writes for seg in segments):
+        times = pipeline_write_ns(segments, plan.pipeline.images, plan.pipeline.micro_batch)
+        result["segmented"] = {
+            "segments": len(segments),
+            "micro_batch": plan.pipeline.micro_batch,
+            "writes_per_pass": sum(len(seg.writes) for seg in segments),
+            "prefetched_per_pass": sum(w.prefetch for seg in segments for w in seg.writes),
+            "write_total_ns": times["total_ns"],
+            "write_exposed_ns": times["exposed_ns"],
+            "write_hidden_ns": times["hidden_ns"],
+        }
+    return result
 
 
 def format_cost_report(report: dict[str, Any]) -> str:
@@ -225,4 +239,19 @@ def _format_pipeline(pipeline: dict[str, Any] | None) -> list[str]:
            f"{b.get('packed_crossbars_lower_bound', 0):,}; the duplication bound above is "
            "for unpacked crossbars)"]
           if "unpacked_crossbars" in b else []),
+        *_format_segmented(pipeline.get("segmented")),
+    ]
+
+
+def _format_segmented(seg: dict[str, Any] | None) -> list[str]:
+    if seg is None:
+        return []
+    return [
+        f"segments        {seg['segments']:12d}  run one after another for every "
+        f"micro-batch of {seg['micro_batch']:,} images; {seg['writes_per_pass']:,} tile "
+        f"writes per pass, {seg['prefetched_per_pass']:,} prefetched while the previous "
+        "segment computes",
+        f"write time      {seg['write_exposed_ns'] / 1e3:12.1f} us  exposed, "
+        f"{seg['write_hidden_ns'] / 1e3:.1f} us hidden behind compute (of "
+        f"{seg['write_total_ns'] / 1e3:.1f} us one segment at a time)",
     ]

@@ -17,6 +17,9 @@ checks re-derive what the section claims from the plan's operators, tiles and ta
 * no crossbar and no digital unit serves two slots at once modulo II (a sweep);
 * the recorded II bound is the one its durations give and is not above II, the gap
   matches, and ``best_ii_ns`` is not above the bound;
+* prefetched writes (segmented plans) go into crossbars the previous segment neither
+  computes on nor writes, and not where the segment writes in place; the totals charge
+  a segment's wait for them, so a total that hides more than they allow does not match;
 * the totals equal :func:`~enasa_compiler.plan.totals.compute_pipeline_totals` on the
   slots, with energies re-priced per image.
 """
@@ -28,7 +31,7 @@ import math
 from collections import defaultdict
 from collections.abc import Iterator
 
-from enasa_compiler.ir import DigitalOp, OpKind, PeriodicSlot, ProgramEvent
+from enasa_compiler.ir import DigitalOp, OpKind, PeriodicSlot, PipelineSegment, ProgramEvent
 from enasa_compiler.passes.price import price_operators
 from enasa_compiler.plan.totals import compute_pipeline_totals, crossing_bytes
 from enasa_compiler.targets.cost import digital_lanes_ns
@@ -121,9 +124,18 @@ def check_pipeline(index: PlanIndex) -> Iterator[Violation]:
     for op_id in index.ops:
         if op_id not in slots:
             yield Violation(PIPELINE, f"operator '{op_id}' has no pipeline slot")
+    for event in plan.program:
+        if event.prefetch:
+            yield Violation(PIPELINE, f"programming event of tile '{event.tile}' is marked "
+                                      "prefetch outside a segmented pipeline")
     for position, segment in enumerate(pipeline.segments):
         where = f"segment {position}" if len(pipeline.segments) > 1 else "pipeline"
-        yield from _check_writes(index, segment.writes, where)
+        in_place = tuple(w for w in segment.writes if not w.prefetch)
+        prefetched = tuple(w for w in segment.writes if w.prefetch)
+        yield from _check_writes(index, in_place, where)
+        if prefetched:
+            yield from _check_writes(index, prefetched, f"{where} (prefetched)")
+            yield from _check_prefetch(pipeline.segments, position, resident)
         for write in sorted(segment.writes, key=lambda w: w.end_ns):
             holder.apply(write)
         mine = {slot.op: slot for slot in segment.schedule.slots if slot.op in slots
@@ -148,6 +160,36 @@ def check_pipeline(index: PlanIndex) -> Iterator[Violation]:
     if (target is not None and len(slots) == len(pipeline.slots())
             and set(slots) == set(index.ops)):
         yield from _check_pipeline_figures(index, slots, segment_of)
+
+
+def _check_prefetch(segments: tuple[PipelineSegment, ...], position: int,
+                    resident: bool) -> Iterator[Violation]:
+    """Prefetched writes go where the previous segment neither computes nor writes.
+
+    They run while the previous segment (the last one of the previous pass for the
+    first) computes; the totals charge the wait for them (``PipelineSegment.wait_ns``).
+    A segment's in-place and prefetched writes use distinct crossbars.
+    """
+    segment = segments[position]
+    if resident or len(segments) < 2:
+        yield Violation(PIPELINE, "prefetched writes need a previous segment: only a "
+                                  "segmented pipeline of two or more segments has them")
+        return
+    previous = segments[position - 1]
+    busy = {p.crossbar for slot in previous.schedule.slots for p in slot.placements}
+    busy |= {w.crossbar for w in previous.writes}
+    in_place = {w.crossbar for w in segment.writes if not w.prefetch}
+    before = (position - 1) % len(segments)
+    for write in segment.writes:
+        if not write.prefetch:
+            continue
+        if write.crossbar in busy:
+            yield Violation(DOUBLE_BOOKED, f"segment {position} prefetches tile "
+                                           f"'{write.tile}' into crossbar {write.crossbar} "
+                                           f"while segment {before}, which uses it, runs")
+        if write.crossbar in in_place:
+            yield Violation(DOUBLE_BOOKED, f"segment {position} writes crossbar "
+                                           f"{write.crossbar} both in place and prefetched")
 
 
 def _check_writes(index: PlanIndex, writes: tuple[ProgramEvent, ...],
