@@ -235,6 +235,18 @@ def _build(program: CrossbarProgram, target: Target, image_costs: CostTable,
     return SegmentedPlan(tuple(segments), tuple(bounds))
 
 
+WRITES_WORTH_HIDING = 0.01
+"""Other crossbar choices are tried only when one pass's writes take at least this share
+of one image's compute time through the segments: hiding writes cannot save more than
+their time, and building the choices costs seconds on a full-size group."""
+
+
+def _writes_matter(plan: SegmentedPlan) -> bool:
+    writes_ns = sum(max(seg.writes_end_ns(), seg.prefetch_end_ns()) for seg in plan.segments)
+    compute_ns = sum(seg.schedule.latency_ns() for seg in plan.segments)
+    return writes_ns >= WRITES_WORTH_HIDING * compute_ns
+
+
 def segmented_pipelines(program: CrossbarProgram, target: Target, costs: CostTable,
                         image_costs: CostTable,
                         policy: RankingPolicy = RankingPolicy.OPS,
@@ -244,18 +256,19 @@ def segmented_pipelines(program: CrossbarProgram, target: Target, costs: CostTab
     Without ``overlap``: one, every write in place (the sequential form). With it,
     first the same segments and crossbars with the writes the previous segment leaves
     room for prefetched (never slower than sequential: a segment waits for its
-    prefetched writes at most what it waited for them in place); then, when that
-    prefetches more writes, crossbars chosen to avoid the previous segment's (which may
-    evict tiles needed sooner); then segments of at most half the chip on alternate
-    crossbars (double buffering: more segments and writes, but all of them hidden when
-    the images take longer than the writes).
+    prefetched writes at most what it waited for them in place). Then, unless one
+    pass's writes take under :data:`WRITES_WORTH_HIDING` of one image's compute time,
+    when that prefetches more writes, crossbars chosen to avoid the previous segment's
+    (which may evict tiles needed sooner); then segments of at most half the chip on
+    alternate crossbars (double buffering: more segments and writes, but all of them
+    hidden when the images take longer than the writes).
     """
     capacity = target.chip.crossbars
     order = segment_order(program, costs, policy)
     groups = form_segments(order, capacity)
     plans = [_candidate(program, target, costs, image_costs, groups,
                         _assign(groups, capacity, costs), overlap)]
-    if overlap and len(groups) > 1:
+    if overlap and len(groups) > 1 and _writes_matter(plans[0]):
         avoiding = _avoiding(groups, capacity, costs)
         if _prefetched(_writes(avoiding, _kept(avoiding), costs, True)) > _prefetched(
                 [seg.writes for seg in plans[0].segments]):
