@@ -10,7 +10,10 @@ nothing is downloaded):
    strict fairness) are trained with warm-up plus cosine decay; random distinct subnets
    are scored with inherited weights (BN recomputed, SPOS's protocol), the best one is
    reported, and for the SPOS supernet the same subnets are also trained stand-alone
-   from scratch with the same recipe: Kendall's tau between the two rankings.
+   from scratch with the same recipe: Kendall's tau between the two rankings. With
+   plain SGD a 20-layer supernet stays at chance here; ``--adaptive-clip`` and
+   ``--path-warmup-epochs`` (``train_supernet``'s options, see its docs) are what make
+   it learn, and the results file records the command that was run.
 3. Does stage-wise search converge as well as evolution? Stage-wise vs evolution vs
    uniform on several independently trained (reduced-depth, for time) SPOS supernets x
    several search seeds, each search compiled group by group by the search loop: mean,
@@ -21,7 +24,10 @@ nothing is downloaded):
 Torch runs on one thread and with deterministic algorithms; every run is seeded, so the
 same command on the same machine gives the same figures (a different thread count gives
 different supernets). Results go to ``bench/results/nas_statistics.json`` and ``.md``,
-rewritten after each part, so a run cut short keeps what it finished.
+rewritten after each part, so a run cut short keeps what it finished. A run of some
+``--parts`` keeps the other parts of the existing results file (each part records the
+command, data sizes and recipe it was measured with, under ``run``); ``--fresh`` drops
+them.
 
 Run:  nice -n 10 python bench/nas_statistics.py   (see --help for the sizes)
 """
@@ -29,6 +35,7 @@ Run:  nice -n 10 python bench/nas_statistics.py   (see --help for the sizes)
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import random
 import statistics
@@ -48,15 +55,20 @@ from enasa_compiler.models.data import ImageDataset, load_shapes10_dataset, trai
 from enasa_compiler.models.export import Supernet
 from enasa_compiler.models.sampling import sample_distinct_uniform
 from enasa_compiler.models.train import (
+    adaptive_clip_,
     deterministic_algorithms,
     evaluate_accuracy,
     lr_factor,
     recalibrate_batchnorm,
     train_supernet,
 )
-from enasa_compiler.search.loop import SearchConfig, search
+from enasa_compiler.search.loop import SearchConfig, Strategy, search
 
 STRATEGIES = ("stagewise", "evolution", "uniform")
+PARTS = {"lr": "logistic_regression", "spos": "full_depth_spos", "search": "search",
+         "fairnas": "full_depth_fairnas"}
+"""Command-line part -> its key in the results."""
+_RUN_KEYS = ("command", "recipe", "sizes", "torch", "torch_threads", "platform")
 CONFIDENCE = 0.95
 
 
@@ -115,7 +127,9 @@ def logistic_regression_baseline(train: ImageDataset, val: ImageDataset,
 def _recipe(args: argparse.Namespace) -> dict[str, Any]:
     return {"batch_size": args.batch_size, "lr": args.lr, "schedule": "cosine",
             "warmup_epochs": args.warmup_epochs, "momentum": 0.9, "weight_decay": 4e-5,
-            "label_smoothing": 0.1, "optimizer": "SGD"}
+            "label_smoothing": 0.1, "optimizer": "SGD",
+            "adaptive_clip": args.adaptive_clip,
+            "path_warmup_epochs": args.path_warmup_epochs}
 
 
 def train_one(config: SupernetConfig, train: ImageDataset,
@@ -124,7 +138,10 @@ def train_one(config: SupernetConfig, train: ImageDataset,
     run = train_supernet(supernet, train, rule=config.rule, epochs=config.epochs,
                          seed=config.seed, batch_size=args.batch_size, lr=args.lr,
                          schedule="cosine", warmup_epochs=min(args.warmup_epochs,
-                                                              config.epochs))
+                                                              config.epochs),
+                         adaptive_clip=args.adaptive_clip,
+                         path_warmup_epochs=min(args.path_warmup_epochs, config.epochs)
+                         if config.rule == "spos" else 0.0)
     return supernet, {"config": config.to_dict(), "seconds": round(run.seconds, 1),
                       "optimizer_steps": run.optimizer_steps,
                       "epoch_losses": [round(x, 4) for x in run.epoch_losses]}
@@ -161,6 +178,8 @@ def train_standalone(config: SupernetConfig, arch: Sequence[int], train: ImageDa
                                                 shuffle_seed=config.seed * 1000 + epoch):
                 optimizer.zero_grad(set_to_none=True)
                 criterion(net(images, arch), labels).backward()
+                if args.adaptive_clip is not None:
+                    adaptive_clip_(net.parameters(), args.adaptive_clip)
                 optimizer.step()
                 scheduler.step()
     return inherited_accuracy(net, arch, train, val)
@@ -240,7 +259,8 @@ def search_statistics(train: ImageDataset, val: ImageDataset,
         supernets.append(info)
         for seed in args.seeds:
             for strategy in STRATEGIES:
-                search_config = SearchConfig(strategy=strategy, generations=args.generations,
+                search_config = SearchConfig(strategy=Strategy(strategy),
+                                             generations=args.generations,
                                              group_size=args.group_size, seed=seed,
                                              calib_batches=args.calib_batches, threads=1)
                 result = search(supernet, train, val, search_config)
@@ -302,6 +322,38 @@ def _ci(row: dict[str, float], scale: float = 1.0, digits: int = 3) -> str:
             f"{row['ci_high'] / scale:.{digits}f}]")
 
 
+def _other_run(payload: dict[str, Any], part: dict[str, Any]) -> list[str]:
+    """Lines naming the run a part comes from when it is not this file's command."""
+    run = part.get("run")
+    if run is None or run.get("command") == payload["command"]:
+        return []
+    sizes = run["sizes"]
+    return [f"Kept from an earlier run: `{run['command']}`; data: shapes10, "
+            f"{sizes['images']} images, {sizes['train_images']} train / "
+            f"{sizes['val_images']} validation; recipe: {run['recipe']}.", ""]
+
+
+def run_info(payload: dict[str, Any]) -> dict[str, Any]:
+    """The command, sizes and recipe of ``payload``'s run, to store with each part."""
+    return {key: payload[key] for key in _RUN_KEYS if key in payload}
+
+
+def _part_keys(payload: dict[str, Any]) -> list[str]:
+    """The result keys of ``payload`` that hold parts, labelled spos runs included."""
+    labelled = f"{PARTS['spos']}_"
+    return [k for k in payload if k in PARTS.values() or k.startswith(labelled)]
+
+
+def carried_parts(previous: dict[str, Any], written: Sequence[str]) -> dict[str, Any]:
+    """The parts of an earlier results payload that this run, writing ``written``, keeps.
+
+    Each keeps (or, from a file written before parts recorded it, is given) the
+    ``run`` it was measured in, so its figures stay tied to their own command.
+    """
+    return {key: {**previous[key], "run": previous[key].get("run", run_info(previous))}
+            for key in _part_keys(previous) if key not in written}
+
+
 def markdown(payload: dict[str, Any]) -> str:
     """The results as a Markdown report."""
     sizes = payload["sizes"]
@@ -313,16 +365,20 @@ def markdown(payload: dict[str, Any]) -> str:
              f"Recipe: {payload['recipe']}.", ""]
     if "logistic_regression" in payload:
         lr = payload["logistic_regression"]
-        lines += ["## Task difficulty", "",
+        lines += ["## Task difficulty", "", *_other_run(payload, lr),
                   f"Logistic regression on raw pixels: best validation accuracy "
                   f"**{lr['best_val_accuracy']:.3f}** over C in "
                   f"{[r['C'] for r in lr['per_C']]} ({lr['note']}).", ""]
-    for space in ("spos", "fairnas"):
-        part = payload.get(f"full_depth_{space}")
+    full_keys = [PARTS["spos"], *sorted(k for k in payload
+                                         if k.startswith(f"{PARTS['spos']}_")),
+                 PARTS["fairnas"]]
+    for key in full_keys:
+        part = payload.get(key)
         if part is None:
             continue
         config = part["supernet"]["config"]
-        lines += [f"## Full-depth {space} supernet", "",
+        title = f"{config['space']}" + (f" ({part['label']})" if part.get("label") else "")
+        lines += [f"## Full-depth {title} supernet", "", *_other_run(payload, part),
                   f"{part['layers']} choice layers x {part['choices']} choices, width "
                   f"{config['width_mult']}, small-input stem, {config['epochs']} epochs "
                   f"({part['supernet']['optimizer_steps']} steps, rule {config['rule']}, "
@@ -342,7 +398,8 @@ def markdown(payload: dict[str, Any]) -> str:
         lines.append("")
     if "search" in payload:
         part = payload["search"]
-        lines += ["## Stage-wise vs evolution vs uniform", "",
+        sizes = part.get("run", payload)["sizes"]
+        lines += ["## Stage-wise vs evolution vs uniform", "", *_other_run(payload, part),
                   f"{sizes['supernets']} SPOS supernets (stage repeats "
                   f"{sizes['stage_repeats']}, width {sizes['width']}, small-input stem, "
                   f"{sizes['search_supernet_epochs']} epochs, seeds 100..) x "
@@ -380,7 +437,14 @@ def markdown(payload: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _spos_key(args: argparse.Namespace) -> str:
+    return PARTS["spos"] + (f"_{args.spos_label}" if args.spos_label else "")
+
+
 def _write(payload: dict[str, Any], started: float) -> None:
+    for key in _part_keys(payload):
+        if "run" not in payload[key]:
+            payload[key]["run"] = run_info(payload)
     payload["total_seconds"] = round(time.perf_counter() - started, 1)
     write_results("nas_statistics.json", payload)
     write_atomic(RESULTS / "nas_statistics.md", markdown(payload))
@@ -393,6 +457,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--warmup-epochs", type=float, default=1.0)
+    parser.add_argument("--adaptive-clip", type=float, default=None,
+                        help="adaptive gradient clipping ratio (train_supernet's "
+                             "adaptive_clip) for every training run; default none")
+    parser.add_argument("--path-warmup-epochs", type=float, default=0.0,
+                        help="SPOS-rule supernets open their layers to path sampling one "
+                             "by one over these epochs (train_supernet's "
+                             "path_warmup_epochs); default 0")
     parser.add_argument("--lr-grid", type=float, nargs="+", default=[0.01, 0.1])
     parser.add_argument("--spos-epochs", type=int, default=8)
     parser.add_argument("--fairnas-epochs", type=int, default=2)
@@ -406,22 +477,34 @@ def main() -> None:
     parser.add_argument("--generations", type=int, default=3)
     parser.add_argument("--group-size", type=int, default=6)
     parser.add_argument("--calib-batches", type=int, default=4)
-    parser.add_argument("--parts", nargs="+", default=["lr", "spos", "search", "fairnas"],
-                        choices=["lr", "spos", "search", "fairnas"])
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
+    parser.add_argument("--spos-label", default="",
+                        help="store the spos part under full_depth_spos_LABEL, beside the "
+                             "main one (e.g. a shorter budget for the ranking check)")
+    parser.add_argument("--fresh", action="store_true",
+                        help="drop the parts of the existing results file not run now")
     args = parser.parse_args()
     torch.set_num_threads(1)
     started = time.perf_counter()
     data = load_shapes10_dataset(32, args.images, seed=0)
     train, val = train_val_split(data, 0.2, seed=0)
     payload: dict[str, Any] = {
-        "command": command_line(__file__, args), "platform": platform.platform(),
+        "command": command_line(__file__, argparse.Namespace(
+            **{k: v for k, v in vars(args).items() if k != "fresh"}))
+        + (" --fresh" if args.fresh else ""),
+        "platform": platform.platform(),
         "python": platform.python_version(), "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(), "numpy": np.__version__,
         "recipe": _recipe(args),
         "sizes": {"images": args.images, "train_images": len(train),
                   "val_images": len(val), **{k: v for k, v in vars(args).items()
-                                             if k not in ("images", "parts")}},
+                                             if k not in ("images", "parts", "fresh")}},
     }
+    existing = RESULTS / "nas_statistics.json"
+    if not args.fresh and existing.exists():
+        payload.update(carried_parts(json.loads(existing.read_text()),
+                                     [_spos_key(args) if part == "spos" else PARTS[part]
+                                      for part in args.parts]))
     if "lr" in args.parts:
         payload["logistic_regression"] = logistic_regression_baseline(train, val,
                                                                       args.lr_grid)
@@ -432,7 +515,10 @@ def main() -> None:
         payload["search"] = search_statistics(train, val, args)
         _write(payload, started)
     if "spos" in args.parts:
-        payload["full_depth_spos"] = full_depth("spos", train, val, args, args.standalone)
+        key = _spos_key(args)
+        payload[key] = full_depth("spos", train, val, args, args.standalone)
+        if args.spos_label:
+            payload[key]["label"] = args.spos_label
         _write(payload, started)
     if "fairnas" in args.parts:
         payload["full_depth_fairnas"] = full_depth("fairnas", train, val, args, 0)

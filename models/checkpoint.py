@@ -39,6 +39,7 @@ __all__ = [
     "TRAIN_RULES",
     "SupernetConfig",
     "align_choice_init",
+    "align_layer_choices",
     "build_supernet",
     "load_checkpoint",
     "save_checkpoint",
@@ -238,19 +239,28 @@ def align_choice_init(supernet: Supernet) -> int:
         Number of choice blocks aligned to another.
 
     """
+    return sum(align_layer_choices(supernet, layer) for layer in range(supernet.num_layers))
+
+
+def align_layer_choices(supernet: Supernet, layer: int) -> int:
+    """Align the choices of one layer as :func:`align_choice_init` does; how many it set.
+
+    Each choice takes the weights of the first earlier choice it can embed (a smaller
+    kernel centred in zeros); it may be called on a trained layer, whose first choice
+    then passes its trained weights on (``train_supernet``'s path warm-up does that).
+    """
     aligned = 0
     with torch.no_grad():
-        for layer in range(supernet.num_layers):
-            references: list[list[nn.Parameter]] = []
-            for choice in range(supernet.num_choices):
-                params = list(supernet.block(layer, choice).parameters())
-                reference = next((r for r in references if _embeddable(r, params)), None)
-                if reference is None:
-                    references.append(params)
-                    continue
-                for source, target in zip(reference, params, strict=True):
-                    _embed(source, target)
-                aligned += 1
+        references: list[list[nn.Parameter]] = []
+        for choice in range(supernet.num_choices):
+            params = list(supernet.block(layer, choice).parameters())
+            reference = next((r for r in references if _embeddable(r, params)), None)
+            if reference is None:
+                references.append(params)
+                continue
+            for source, target in zip(reference, params, strict=True):
+                _embed(source, target)
+            aligned += 1
     return aligned
 
 
