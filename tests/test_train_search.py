@@ -443,3 +443,22 @@ def test_train_then_search_from_npz_without_checkpoint(tmp_path, capsys):
     assert run_search(args) == 0
     assert "training a spos supernet" not in capsys.readouterr().err  # -q: errors only
     assert len(json.loads((tmp_path / "out" / "history.json").read_text())["history"]) == 2
+
+
+def test_train_supernet_takes_the_full_depth_recipe_options(tmp_path):
+    rng = np.random.default_rng(0)
+    data = _save_npz(tmp_path / "data.npz",
+                     images=rng.standard_normal((24, 3, 32, 32), dtype=np.float32),
+                     labels=rng.integers(0, 4, 24).astype(np.int64))
+    common = ["train-supernet", "--epochs", "1", "--stage-repeats", "1,1,2,1",
+              "--data", str(data), "--no-progress", "-q"]
+    args = _parser().parse_args([*common, "--adaptive-clip", "0.1",
+                                 "--path-warmup-epochs", "1", "-o", str(tmp_path / "a.pt")])
+    assert run_train(args) == 0 and (tmp_path / "a.pt").exists()
+    for extra, message in ((["--adaptive-clip", "0"], "clipping ratio must be positive"),
+                           (["--rule", "fair", "--path-warmup-epochs", "1"],
+                            "spos rule only")):
+        args = _parser().parse_args([*common, *extra, "-o", str(tmp_path / "b.pt")])
+        with pytest.raises(InputError, match=message):
+            run_train(args)
+        assert not (tmp_path / "b.pt").exists()

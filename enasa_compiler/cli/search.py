@@ -154,6 +154,12 @@ def add_search_parsers(
                    help="learning-rate decay to zero: linear (SPOS, default) or cosine")
     p.add_argument("--warmup-epochs", type=float, default=0.0,
                    help="epochs of linear learning-rate warm-up first (0)")
+    p.add_argument("--adaptive-clip", type=float, default=None, metavar="RATIO",
+                   help="cap each unit's gradient at RATIO of its weights' norm "
+                   "(adaptive gradient clipping; 0.1 trains the full-depth spaces)")
+    p.add_argument("--path-warmup-epochs", type=float, default=0.0,
+                   help="spos rule: open the layers to random choices deepest first over "
+                   "this many epochs (0: all at once)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads (default torch's); recorded in the checkpoint, as "
                    "the weights are reproducible bit for bit for the same count only")
@@ -214,6 +220,8 @@ def _train(args: argparse.Namespace, space: str, width: float, rule: str,
                                lr=getattr(args, "lr", 0.02),
                                schedule=getattr(args, "schedule", "linear"),
                                warmup_epochs=getattr(args, "warmup_epochs", 0.0),
+                               adaptive_clip=getattr(args, "adaptive_clip", None),
+                               path_warmup_epochs=getattr(args, "path_warmup_epochs", 0.0),
                                progress=_progress(args), on_estimate=on_estimate)
     finally:
         torch.set_num_threads(before)
