@@ -17,9 +17,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from _programs import random_program
 
 from enasa_compiler.frontend import SubnetModel
-from enasa_compiler.ir import CrossbarProgram, DigitalOp, MvmOp, Op, SignedScheme, WeightMatrix
+from enasa_compiler.ir import CrossbarProgram, MvmOp, Op, SignedScheme, WeightMatrix
 from enasa_compiler.passes.lower import tile_matrix
 from enasa_compiler.passes.mapping import schedule_ops
 from enasa_compiler.passes.mapping.ops import RankingPolicy
@@ -31,35 +32,11 @@ from enasa_compiler.validation.validator import validate
 Plan = dict[str, Any]
 
 
-def _program(rng: random.Random) -> CrossbarProgram:
-    shapes = [(rng.randint(8, 300), rng.randint(4, 60)) for _ in range(3)]
-    weights = [WeightMatrix(f"w{k}", f"{k:064x}", rows, cols, 4,
-                            tile_matrix(f"w{k}", rows, cols, 128, 128, 4))
-               for k, (rows, cols) in enumerate(shapes)]
-    ops: list[Op] = []
-    deps: dict[str, tuple[str, ...]] = {}
-    for i in range(rng.randint(6, 10)):
-        src = -1 if i == 0 else rng.randrange(i)
-        inputs = ("x",) if src < 0 else (f"v{src}",)
-        deps[f"op{i}"] = () if src < 0 else (f"op{src}",)
-        if i % 2 == 0:
-            weight = rng.choice(weights)
-            ops.append(MvmOp(f"op{i}", "Conv", (0,), inputs, (f"v{i}",), (weight,), 16,
-                             weight.rows * weight.cols))
-        else:
-            ops.append(DigitalOp(f"op{i}", "Relu", (0,), inputs, (f"v{i}",), 500, 500))
-    consumed = {n for op in ops for n in op.inputs}
-    outputs = tuple(v for op in ops for v in op.outputs if v not in consumed)
-    return CrossbarProgram(ops=tuple(ops), deps=deps, subnet_outputs=(outputs,),
-                           input_name="x", input_shape=(1, 3, 8, 8), subnet_names=("s0",),
-                           w_bits=8, cell_bits=2, a_bits=8, signed_scheme=SignedScheme.OFFSET)
-
-
 def _valid_plans() -> list[Plan]:
     plans = []
     for seed in range(6):
         rng = random.Random(seed)
-        program = _program(rng)
+        program = random_program(rng)
         data = load_target("neurosim-22nm").to_dict()
         largest = max(len(op.tiles) for op in program.mvm_ops())
         data["chip"]["crossbars"] = largest + 1 if seed % 2 else 64
@@ -517,7 +494,7 @@ def _packed_plans() -> list[Plan]:
     plans = []
     for seed in range(6):
         rng = random.Random(seed)
-        program = _program(rng) if seed % 3 == 2 else _packable_program(rng)
+        program = random_program(rng) if seed % 3 == 2 else _packable_program(rng)
         data = load_target("neurosim-22nm").to_dict()
         data["chip"]["crossbars"] = 64
         data["chip"]["digital_units"] = 2

@@ -14,21 +14,18 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from _programs import random_program
 
 from enasa_compiler.frontend import SubnetModel
 from enasa_compiler.ir import (
     CostTable,
-    CrossbarProgram,
-    DigitalOp,
     EventCost,
     MvmOp,
-    Op,
     PeriodicSchedule,
     PeriodicSlot,
     PipelineSegment,
     Placement,
     ProgramEvent,
-    SignedScheme,
     WeightMatrix,
 )
 from enasa_compiler.passes.lower import tile_matrix
@@ -151,35 +148,10 @@ def test_crossbars_avoiding_the_previous_segment_make_every_write_a_prefetch():
     assert count[1] >= count[0]
 
 
-def _program(rng: random.Random) -> CrossbarProgram:
-    """A random group: MVM operators on three shared matrices, digital ones between."""
-    shapes = [(rng.randint(8, 300), rng.randint(4, 60)) for _ in range(3)]
-    weights = [WeightMatrix(f"w{k}", f"{k:064x}", rows, cols, 4,
-                            tile_matrix(f"w{k}", rows, cols, 128, 128, 4))
-               for k, (rows, cols) in enumerate(shapes)]
-    ops: list[Op] = []
-    deps: dict[str, tuple[str, ...]] = {}
-    for i in range(rng.randint(6, 10)):
-        src = -1 if i == 0 else rng.randrange(i)
-        inputs = ("x",) if src < 0 else (f"v{src}",)
-        deps[f"op{i}"] = () if src < 0 else (f"op{src}",)
-        if i % 2 == 0:
-            weight = rng.choice(weights)
-            ops.append(MvmOp(f"op{i}", "Conv", (0,), inputs, (f"v{i}",), (weight,), 16,
-                             weight.rows * weight.cols))
-        else:
-            ops.append(DigitalOp(f"op{i}", "Relu", (0,), inputs, (f"v{i}",), 500, 500))
-    consumed = {n for op in ops for n in op.inputs}
-    outputs = tuple(v for op in ops for v in op.outputs if v not in consumed)
-    return CrossbarProgram(ops=tuple(ops), deps=deps, subnet_outputs=(outputs,),
-                           input_name="x", input_shape=(1, 3, 8, 8), subnet_names=("s0",),
-                           w_bits=8, cell_bits=2, a_bits=8, signed_scheme=SignedScheme.OFFSET)
-
-
 def _plan(seed: int, images: int, *, overlap: bool = True,
           crossbars: int | None = None) -> tuple[Plan, Any]:
     rng = random.Random(seed)
-    program = _program(rng)
+    program = random_program(rng)
     data = load_target("neurosim-22nm").to_dict()
     largest = max(len(op.tiles) for op in program.mvm_ops())
     data["chip"]["crossbars"] = crossbars or largest + 1 + seed % 3
@@ -276,7 +248,7 @@ def test_old_plans_without_prefetch_load_and_validate():
 def test_resident_plan_with_a_prefetched_programming_event_is_rejected():
     from enasa_compiler.pipeline import build_pipeline
 
-    program = _program(random.Random(0))
+    program = random_program(random.Random(0))
     target = load_target("neurosim-22nm")
     schedule = schedule_ops(program, target, "resident")
     subnet = SubnetModel(name="s0", sha256="0" * 64, model=None, arch=None)
