@@ -28,7 +28,9 @@ from enasa_compiler.ir import (
     MappingMode,
     MvmOp,
     OpKind,
+    PeriodicSchedule,
     PipelineSegment,
+    ProgramEvent,
     Schedule,
 )
 from enasa_compiler.passes import (
@@ -438,12 +440,20 @@ def build_pipeline(program: CrossbarProgram, target: Target, schedule: Schedule,
         "best_ii_ns": min(best_ii_ns, bound.bound_ns),
         "best_allocated_utilization": min(1.0, utilization),
     }
+    return _resident_pipeline(program, target, costs, periodic, schedule.program, images,
+                              bounds)
+
+
+def _resident_pipeline(program: CrossbarProgram, target: Target, costs: CostTable,
+                       periodic: PeriodicSchedule, writes: Sequence[ProgramEvent],
+                       images: int, bounds: dict[str, Any]) -> Pipeline:
+    """One segment without writes, started once the batch schedule's ``writes`` end."""
     segments = (PipelineSegment(writes=(), schedule=periodic),)
-    start_ns = max((e.end_ns for e in schedule.program), default=0)
+    start_ns = max((e.end_ns for e in writes), default=0)
     totals = compute_pipeline_totals(
         images=images, micro_batch=images, start_ns=start_ns, segments=segments,
         image_energy_pj=sum(costs.operators[op.id].energy_pj for op in program.ops),
-        program=schedule.program, moved_bytes_per_image=0, chip=target.chip)
+        program=writes, moved_bytes_per_image=0, chip=target.chip)
     return Pipeline(images=images, micro_batch=images, start_ns=start_ns,
                     segments=segments, bounds=bounds, totals=totals)
 
@@ -467,16 +477,8 @@ def pack_pipeline(program: CrossbarProgram, target: Target, schedule: Schedule,
               "ii_binding": bound.binding, "gap": (ii - bound.bound_ns) / ii,
               "unpacked_crossbars": packing.crossbars_before,
               "packed_crossbars_lower_bound": packing.lower_bound}
-    segments = (PipelineSegment(writes=(), schedule=periodic),)
-    start_ns = max((e.end_ns for e in packed.program), default=0)
-    image = image_costs(program, target)
-    totals = compute_pipeline_totals(
-        images=pipeline.images, micro_batch=pipeline.micro_batch, start_ns=start_ns,
-        segments=segments,
-        image_energy_pj=sum(image.operators[op.id].energy_pj for op in program.ops),
-        program=packed.program, moved_bytes_per_image=0, chip=target.chip)
-    return packed, replace(pipeline, start_ns=start_ns, segments=segments, bounds=bounds,
-                           totals=totals)
+    return packed, _resident_pipeline(program, target, image_costs(program, target),
+                                      periodic, packed.program, pipeline.images, bounds)
 
 
 def _micro_batches(images: int) -> list[int]:
