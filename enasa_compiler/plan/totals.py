@@ -185,12 +185,9 @@ def compute_pipeline_totals(
     def exposed_ns(count: int, before: int) -> int:
         return _pass_ns(segments, count, before)[1]
 
-    # The finish of the previous pass's last segment, behind which the first segment
-    # prefetches: nothing before the first pass.
+    counts = _passes(segments, images, micro_batch)
+    # The steady-state pass prefetches behind the previous pass's last segment.
     last = segments[-1].schedule.finish_ns(micro_batch) if segments else 0
-    counts = [(micro_batch, 0)] * min(full, 1) + [(micro_batch, last)] * max(0, full - 1)
-    if rest:
-        counts.append((rest, last if full else 0))
     cycles = len(counts)
     makespan_ns = start_ns + _repeat_sum(counts, cycle_ns)
     offchip_bytes = full * offchip(micro_batch) + (offchip(rest) if rest else 0)
@@ -228,6 +225,21 @@ def compute_pipeline_totals(
     )
 
 
+def _passes(segments: Sequence[PipelineSegment], images: int,
+            micro_batch: int) -> list[tuple[int, int]]:
+    """Return every pass as (images, the previous pass's last segment's finish).
+
+    A pass's first segment prefetches behind that finish; the first pass has nothing
+    before it (0).
+    """
+    full, rest = divmod(images, micro_batch)
+    last = segments[-1].schedule.finish_ns(micro_batch) if segments else 0
+    counts = [(micro_batch, 0)] * min(full, 1) + [(micro_batch, last)] * max(0, full - 1)
+    if rest:
+        counts.append((rest, last if full else 0))
+    return counts
+
+
 def _pass_ns(segments: Sequence[PipelineSegment], count: int, before: int) -> tuple[int, int]:
     """One pass of ``count`` images: its time and its exposed write time.
 
@@ -261,11 +273,7 @@ def pipeline_write_ns(segments: Sequence[PipelineSegment], images: int,
     ``exposed_ns`` what the run waits for them (in-place writes, waits for prefetched
     ones); ``hidden_ns`` the rest, overlapped with the previous segment's images.
     """
-    full, rest = divmod(images, micro_batch)
-    last = segments[-1].schedule.finish_ns(micro_batch) if segments else 0
-    counts = [(micro_batch, 0)] * min(full, 1) + [(micro_batch, last)] * max(0, full - 1)
-    if rest:
-        counts.append((rest, last if full else 0))
+    counts = _passes(segments, images, micro_batch)
     per_pass = sum(max(seg.writes_end_ns(), seg.prefetch_end_ns()) for seg in segments)
     exposed = _repeat_sum(counts, lambda count, before: _pass_ns(segments, count, before)[1])
     total = len(counts) * per_pass
