@@ -270,10 +270,11 @@ def segmented_pipelines(program: CrossbarProgram, target: Target, costs: CostTab
                         _assign(groups, capacity, costs), overlap)]
     if overlap and len(groups) > 1 and _writes_matter(plans[0]):
         avoiding = _avoiding(groups, capacity, costs)
-        if _prefetched(_writes(avoiding, _kept(avoiding), costs, True)) > _prefetched(
+        avoiding_writes = _writes(avoiding, _kept(avoiding), costs, True)
+        if _prefetched(avoiding_writes) > _prefetched(
                 [seg.writes for seg in plans[0].segments]):
-            plans.append(_candidate(program, target, costs, image_costs, groups, avoiding,
-                                    True))
+            plans.append(_build(program, target, image_costs, groups, avoiding,
+                                avoiding_writes))
         # Double buffering: segments of at most half the chip, on alternate crossbars,
         # so that each one's writes can all hide behind the previous one's images.
         try:
@@ -318,9 +319,13 @@ def segmented_pipeline(program: CrossbarProgram, target: Target, costs: CostTabl
 
     ``costs`` price the program over its batch (for the critical-path ranking and the
     tile writes), ``image_costs`` per image (the slots). The first candidate of
-    :func:`segmented_pipelines` (the chip's crossbars chosen as without overlap).
+    :func:`segmented_pipelines` (the chip's crossbars chosen as without overlap),
+    without building the others.
     """
-    return segmented_pipelines(program, target, costs, image_costs, policy, overlap)[0]
+    capacity = target.chip.crossbars
+    groups = form_segments(segment_order(program, costs, policy), capacity)
+    return _candidate(program, target, costs, image_costs, groups,
+                      _assign(groups, capacity, costs), overlap)
 
 
 def segment_of(plan: SegmentedPlan) -> Mapping[str, int]:
