@@ -379,8 +379,11 @@ class _Scheduler:
         The order is exactly the one ``rank_key`` defines (recomputed after every
         admission), kept incrementally: admitting an operator raises the reuse count
         of the candidates that read one of its inputs and the same-layer count of
-        the candidates of its layer, so a round costs O(candidates) per admission
-        instead of a full re-sort.
+        the candidates of its layer. The candidates sit in a heap whose stale entries
+        (pushed before a count rose) are skipped when popped, so a round costs
+        O(log candidates) per admission and per raised count instead of a scan of all
+        candidates per admission. Operator indices are unique, so no two candidates
+        tie and the order is the one a full re-sort gives.
         """
         started: set[str] = set()
         candidates = {op.id: op for op in ready}
@@ -393,27 +396,41 @@ class _Scheduler:
                 readers.setdefault(name, []).append(op.id)
             if op.layer:
                 layer_members.setdefault(op.layer, []).append(op.id)
-        fixed = {op.id: (self.critical[op.id], -self.index[op.id]) for op in ready}
-        while candidates:
-            if self.ranked:
-                best = max(candidates,
-                           key=lambda i: (reuse[i], same_layer[i], *fixed[i]))
-            else:  # first come, first served: topological order
-                best = max(candidates, key=lambda i: fixed[i][1])
-            op = candidates.pop(best)
+        # Largest (reuse, same layer, critical path, -index) first: a min-heap of the
+        # negated keys; FCFS ranks by topological order alone.
+        heap: list[tuple[int, int, float, int, str]] = [
+            (0, 0, -self.critical[op.id] if self.ranked else 0, self.index[op.id], op.id)
+            for op in ready]
+        heapq.heapify(heap)
+        while heap:
+            minus_reuse, minus_same, _, _, best = heapq.heappop(heap)
+            op = candidates.get(best)
+            if op is None or (self.ranked and (-minus_reuse != reuse[best]
+                                               or -minus_same != same_layer[best])):
+                continue  # admitted already, or an entry from before a count rose
+            del candidates[best]
             ok = (self.try_start_mvm(op, now_ns) if isinstance(op, MvmOp)
                   else self.try_start_digital(op, now_ns))
             if not ok:
                 continue
             started.add(op.id)
+            if not self.ranked:
+                continue
+            raised: set[str] = set()
             sharing: set[str] = set()
             for name in set(op.inputs):
                 sharing.update(readers[name])
             for other in sharing:
                 reuse[other] += 1
+            raised.update(sharing)
             if op.layer:
                 for other in layer_members[op.layer]:
                     same_layer[other] += 1
+                raised.update(layer_members[op.layer])
+            for other in raised:
+                if other in candidates:
+                    heapq.heappush(heap, (-reuse[other], -same_layer[other],
+                                          -self.critical[other], self.index[other], other))
         return started
 
 
