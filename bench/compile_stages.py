@@ -8,7 +8,9 @@ adding up to the whole compile, and its plan is checked by the validator, timed 
 Medians are reported, with every run's whole-compile time, because the machine may be
 shared. Peak memory is the peak resident size (VmHWM: the ``ru_maxrss`` of that process
 alone) of a fresh process that imports the compiler and compiles the group once; the
-size after the imports alone is given next to it. Results go to ``bench/results/``.
+size after the imports alone is given next to it. Beside them, the per-file floor: the
+reading, hashing, parsing, checking and shape inference that any compile checking its
+input must do, timed alone (see ``_floor``). Results go to ``bench/results/``.
 
 Run:  python bench/compile_stages.py [--groups 4 16 64] [--repeats 5]
 """
@@ -16,6 +18,7 @@ Run:  python bench/compile_stages.py [--groups 4 16 64] [--repeats 5]
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -25,16 +28,21 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import onnx
 import torch
 from _results import command_line, write_results
 
+from enasa_compiler._gc import collector_paused
 from enasa_compiler.evaluation.stages import time_compile_stages
+from enasa_compiler.frontend import _without_weight_bytes, load_group
 from enasa_compiler.models.export import export_group
 from enasa_compiler.models.sampling import sample_shared_group
 from enasa_compiler.models.spos import SposSupernet
+from enasa_compiler.pipeline import build_group_model
 from enasa_compiler.targets import load_target
 
 # Run in a fresh interpreter: the peak resident size after importing the compiler, then
@@ -86,6 +94,61 @@ def _time_compiles(files: list[Path], target_name: str, mode: str, repeats: int
     return row
 
 
+def _timed(spent: dict[str, float], part: str, work: Callable[[], Any]) -> Any:
+    """Run ``work`` and add the seconds it took to ``spent[part]``."""
+    start = time.perf_counter()
+    result = work()
+    spent[part] += time.perf_counter() - start
+    return result
+
+
+def _floor(files: list[Path], repeats: int) -> dict[str, Any]:
+    """Time the per-file work that any compile checking its input must do; medians.
+
+    One file after another on one thread: read the bytes, hash them (the plan records
+    each source's sha256), parse them once, run onnx's checker on those bytes, and infer
+    shapes once on the model without its weights' bytes (the frontend's own cheapest
+    route). Everything else a compile does (building graph objects, passes, lowering,
+    mapping, the plan) comes on top, so no compile of these files can be faster than
+    ``floor_s`` on one core, or than half of it on two with a perfect split.
+    """
+    parts = ("read", "sha256", "parse", "checker", "infer")
+    runs: list[dict[str, float]] = []
+    for _ in range(repeats):
+        spent = dict.fromkeys(parts, 0.0)
+        for path in files:
+            data = _timed(spent, "read", path.read_bytes)
+            _timed(spent, "sha256", lambda data=data: hashlib.sha256(data).hexdigest())
+            proto = _timed(spent, "parse", lambda data=data: onnx.load_from_string(data))
+            _timed(spent, "checker", lambda data=data: onnx.checker.check_model(data))
+            _timed(spent, "infer", lambda proto=proto: onnx.shape_inference.infer_shapes(
+                _without_weight_bytes(proto).SerializeToString(), check_type=True,
+                strict_mode=True, data_prop=True))
+        runs.append(spent)
+    floor = {f"floor_{part}_s": round(statistics.median(r[part] for r in runs), 3)
+             for part in parts}
+    floor["floor_s"] = round(statistics.median(sum(r.values()) for r in runs), 3)
+    floor["source_mb"] = round(sum(path.stat().st_size for path in files) / 1e6, 1)
+    return floor
+
+
+def _pass_split(files: list[Path], repeats: int) -> dict[str, float]:
+    """Medians of the graph passes' steps (see ``build_group_model``'s ``timings``).
+
+    Steps after dedup (BatchNorm folding is timed with it, the folded weights' hashes,
+    weight sharing) work on the deduplicated group, as lowering, mapping and the plan
+    do: a frontend that never built the duplicate nodes would not shorten them.
+    """
+    runs = []
+    for _ in range(repeats):
+        timings: dict[str, float] = {}
+        with collector_paused():  # as in compile_detailed
+            build_group_model(load_group(files), timings=timings)
+        runs.append(timings)
+    return {f"passes_{step}_s": round(statistics.median(r[step] for r in runs), 3)
+            for step in runs[0]}
+
+
 def _summary(row: dict[str, Any]) -> str:
     return (f"G={row['group_size']:3d} {row['mode']:9s} ops={row['operators']:5d} "
             f"dedup nodes {row['nodes_before']}->{row['nodes_after']} "
@@ -96,7 +159,8 @@ def _summary(row: dict[str, Any]) -> str:
             f"cost {row['cost_s']:.2f}), validate {row['validate_s']:.2f} s, "
             f"peak {row['peak_rss_mb']:.0f} MB ({row['import_rss_mb']:.0f} MB imports), "
             f"makespan {row['makespan_ns'] / 1e6:.2f} ms, "
-            f"{row['crossbars_used']} crossbars, {row['allocated_utilization']:.1%} busy")
+            f"{row['crossbars_used']} crossbars, {row['allocated_utilization']:.1%} busy; "
+            f"per-file floor {row['floor_s']:.2f} s one core ({row['source_mb']:.0f} MB)")
 
 
 def main() -> None:
@@ -119,11 +183,14 @@ def main() -> None:
             start = time.perf_counter()
             files = export_group(supernet, archs, Path(folder))
             export_s = time.perf_counter() - start
+            floor = _floor(files, args.repeats)
+            floor.update(_pass_split(files, args.repeats))
             for mode in args.modes:
                 row: dict[str, Any] = {"group_size": group_size, "requested_mode": mode,
                                        "export_s": round(export_s, 2)}
                 row.update(_time_compiles(files, args.target, mode, args.repeats))
                 row.update(_peak_memory(files, args.target, mode))
+                row.update(floor)
                 rows.append(row)
                 print(_summary(row), flush=True)
     write_results("compile_stages.json", {

@@ -285,7 +285,8 @@ class CompileResult:
 
 
 def build_group_model(
-    subnets: Sequence[SubnetModel], *, dedup_operators: bool = True
+    subnets: Sequence[SubnetModel], *, dedup_operators: bool = True,
+    timings: dict[str, float] | None = None,
 ) -> tuple[ir.Model, dict[str, int]]:
     """Run the graph passes: canonicalize each subnet, merge, dedup, fold BN, weight-share.
 
@@ -298,6 +299,10 @@ def build_group_model(
     into the group model (copying them would cost as much as the other passes together),
     which leaves them empty. Load the subnets again for another use of their models.
 
+    ``timings``, when given, receives the seconds each step took (``canonicalize_merge``,
+    ``dedup_fold``, ``digest``, ``weight_share``), for benchmarks that ask where the
+    passes' time goes.
+
     Returns:
         The group model and the dedup statistics (nodes and MACs before/after).
 
@@ -306,6 +311,15 @@ def build_group_model(
 
     dedup = DedupPass(merge_nodes=dedup_operators)
     names = [s.name for s in subnets]
+    clock = time.perf_counter()
+
+    def finished(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        if timings is not None:
+            timings[step] = now - clock
+        clock = now
+
     try:
         # Dedup compares weights by content; their hashes are computed on another core
         # while this one canonicalizes and merges.
@@ -314,9 +328,13 @@ def build_group_model(
                          for s in subnets]
             merged = MergeGroupPass(canonical[1:], names=names, consume=True)(
                 canonical[0]).model
+        finished("canonicalize_merge")
         group = PassManager([dedup, FoldBatchNormPass()])(merged).model
+        finished("dedup_fold")
         digest_now([group])  # the folded weights, which weight sharing compares
+        finished("digest")
         group = WeightSharePass()(group).model
+        finished("weight_share")
     except (ir.passes.PassError, ValueError) as exc:
         # The passes raise ValueError for models they cannot handle; report the root cause.
         root: BaseException = exc

@@ -172,3 +172,17 @@ def test_compile_reports_the_time_of_every_stage(group4_result):
     assert list(group4_result.stage_s) == list(STAGES)
     assert all(seconds >= 0 for seconds in group4_result.stage_s.values())
     assert group4_result.stage_s["frontend"] > 0 and group4_result.stage_s["passes"] > 0
+
+
+def test_graph_passes_report_where_their_time_goes(group4_files):
+    from enasa_compiler.pipeline import build_group_model
+
+    timings: dict[str, float] = {}
+    untimed, stats = build_group_model(load_group(group4_files))
+    timed, timed_stats = build_group_model(load_group(group4_files), timings=timings)
+    assert list(timings) == ["canonicalize_merge", "dedup_fold", "digest", "weight_share"]
+    assert all(seconds >= 0 for seconds in timings.values())
+    assert timings["canonicalize_merge"] > 0 and timings["dedup_fold"] > 0
+    # Timing changes nothing the passes produce.
+    assert timed_stats == stats
+    assert len(list(timed.graph)) == len(list(untimed.graph))
