@@ -375,18 +375,21 @@ def _fix_batch(proto: onnx.ModelProto, batch: int, origin: str) -> None:
     del proto.graph.value_info[:]
 
 
-def _infer(proto: onnx.ModelProto, origin: str) -> None:
+def _infer(proto: onnx.ModelProto, origin: str, subgraphs: bool | None = None) -> None:
     """Infer shapes into ``proto`` in place, exactly as ``onnx.shape_inference`` would.
 
     Shape inference runs on a serialized model, and serializing the weights, parsing
     them in C++ and parsing the result back costs more than the inference itself. So it
     runs on a copy without the bytes of the weights it only reads the type of, and
     what it wrote (everything but the initializers, which it never changes, and, in a
-    graph without subgraphs, the nodes) is copied back into ``proto``.
+    graph without subgraphs, the nodes) is copied back into ``proto``. ``subgraphs``:
+    whether the graph holds any, when the caller knows (else looked up).
     """
+    if subgraphs is None:
+        subgraphs = _has_subgraphs(proto.graph)
     try:
         inferred = onnx.shape_inference.infer_shapes(
-            _without_weight_bytes(proto).SerializeToString(), check_type=True,
+            _without_weight_bytes(proto, subgraphs).SerializeToString(), check_type=True,
             strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -394,7 +397,7 @@ def _infer(proto: onnx.ModelProto, origin: str) -> None:
     _copy_fields(inferred, proto, skip={"graph"})
     # Inference writes value infos and output types; it changes a node only through the
     # value infos of its subgraphs, so nodes are copied back only where there are any.
-    skip = {"initializer"} if _has_subgraphs(proto.graph) else {"initializer", "node"}
+    skip = {"initializer"} if subgraphs else {"initializer", "node"}
     _copy_fields(inferred.graph, proto.graph, skip=skip)
 
 
@@ -414,7 +417,8 @@ def _has_subgraphs(graph: onnx.GraphProto) -> bool:
                for node in graph.node for attr in node.attribute)
 
 
-def _without_weight_bytes(proto: onnx.ModelProto) -> onnx.ModelProto:
+def _without_weight_bytes(proto: onnx.ModelProto,
+                          subgraphs: bool | None = None) -> onnx.ModelProto:
     """Return a copy of ``proto`` whose large type-only initializers have no bytes.
 
     Nothing is stripped from a graph with subgraphs, whose nodes could read an outer
@@ -422,7 +426,9 @@ def _without_weight_bytes(proto: onnx.ModelProto) -> onnx.ModelProto:
     """
     graph = proto.graph
     type_only: dict[str, bool] = {}  # initializer name -> read for its type only
-    if not _has_subgraphs(graph):
+    if subgraphs is None:
+        subgraphs = _has_subgraphs(graph)
+    if not subgraphs:
         for node in graph.node:
             positions = (_TYPE_ONLY_INPUTS.get(node.op_type, frozenset())
                          if node.domain in ("", "ai.onnx") else frozenset())
@@ -551,10 +557,11 @@ def _build(checked: _Checked, batch: int) -> SubnetModel:
     """Fix a checked subnet's batch size, infer its shapes and build its model."""
     proto, origin = checked.proto, checked.origin
     _fix_batch(proto, batch, origin)
-    _infer(proto, origin)
+    subgraphs = _has_subgraphs(proto.graph)  # asked by three steps: look once
+    _infer(proto, origin, subgraphs)
     _check_value_sizes(proto, origin)
     _check_mvm_sizes(proto, origin)
-    static = _take_static_value_infos(proto)
+    static = _take_static_value_infos(proto, subgraphs)
     try:
         model = ir.serde.deserialize_model(proto)
     except Exception as exc:  # onnx_ir raises several types for malformed protos
@@ -568,7 +575,8 @@ _StaticInfo = tuple[tuple[int, ...], int]
 """A value info with nothing but a tensor type and static dims: (dims, element type)."""
 
 
-def _take_static_value_infos(proto: onnx.ModelProto) -> dict[str, _StaticInfo]:
+def _take_static_value_infos(proto: onnx.ModelProto,
+                             subgraphs: bool | None = None) -> dict[str, _StaticInfo]:
     """Remove the plain static value infos from ``proto``'s graph and return them.
 
     onnx_ir reads a value info through generic, per-dimension code, which is most of
@@ -578,7 +586,7 @@ def _take_static_value_infos(proto: onnx.ModelProto) -> dict[str, _StaticInfo]:
     to read. A graph with subgraphs is left as it is.
     """
     graph = proto.graph
-    if _has_subgraphs(graph):
+    if _has_subgraphs(graph) if subgraphs is None else subgraphs:
         return {}
     static: dict[str, _StaticInfo] = {}
     for info in graph.value_info:
