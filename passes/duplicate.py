@@ -33,7 +33,14 @@ from dataclasses import dataclass, replace
 
 from enasa_compiler._text import plural
 from enasa_compiler.errors import InputError
-from enasa_compiler.ir import CostTable, CrossbarProgram, MappingMode, MvmOp, WeightMatrix
+from enasa_compiler.ir import (
+    CostTable,
+    CrossbarProgram,
+    MappingMode,
+    MvmOp,
+    Tile,
+    WeightMatrix,
+)
 from enasa_compiler.passes.price import price
 from enasa_compiler.targets.target import Target
 
@@ -87,7 +94,10 @@ class Duplication:
 
 def _copy_matrix(matrix: WeightMatrix, index: int) -> WeightMatrix:
     copy_id = f"{matrix.id}c{index}"
-    tiles = tuple(replace(t, id=f"{copy_id}.t{n}") for n, t in enumerate(matrix.tiles))
+    # Tile's constructor, not dataclasses.replace: replace inspects the fields on every
+    # call, and a throughput compile copies thousands of tiles.
+    tiles = tuple(Tile(f"{copy_id}.t{n}", t.row_start, t.row_stop, t.col_start, t.col_stop,
+                       t.phys_rows, t.phys_cols) for n, t in enumerate(matrix.tiles))
     return replace(matrix, id=copy_id, tiles=tiles)
 
 
