@@ -1,10 +1,12 @@
 """Benchmark: compile time and peak memory for full-size SPOS groups, and what dedup saves.
 
 Exports groups of G full-size SPOS subnets (224x224, 1000 classes, random weights)
-that share their bottom half, then compiles each group ``--repeats`` times: ONNX files
-in, plan out (the export is not timed with it). Each run is timed per stage of ``enasa
-compile`` (frontend, graph passes, lowering, OPS mapping, plan assembly), the stages
-adding up to the whole compile, and its plan is checked by the validator, timed apart.
+that share their bottom half, then compiles each group ``--repeats`` times per mapping
+mode and duplication policy (by default ``throughput``, what ``enasa compile`` does, and
+``off``): ONNX files in, plan out (the export is not timed with it). Each run is timed
+per stage of ``enasa compile`` (frontend, graph passes, lowering, OPS mapping, plan
+assembly), the stages adding up to the whole compile, and its plan is checked by the
+validator, timed apart.
 Medians are reported, with every run's whole-compile time, because the machine may be
 shared. Peak memory is the peak resident size (VmHWM: the ``ru_maxrss`` of that process
 alone) of a fresh process that imports the compiler and compiles the group once; the
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -66,24 +69,28 @@ def peak_mb():
 
 target = load_target(sys.argv[1])
 imported = peak_mb()
-compile_detailed(sys.argv[3:], target, mode=sys.argv[2])
+compile_detailed(sys.argv[4:], target, mode=sys.argv[2], duplicate=sys.argv[3])
 print(json.dumps({"import_rss_mb": imported, "peak_rss_mb": peak_mb()}))
 """
 
 
-def _peak_memory(files: list[Path], target_name: str, mode: str) -> dict[str, float]:
+def _peak_memory(files: list[Path], target_name: str, mode: str, duplicate: str
+                 ) -> dict[str, float]:
     result = subprocess.run(
-        [sys.executable, "-c", _PEAK_MEMORY_SCRIPT, target_name, mode, *map(str, files)],
+        [sys.executable, "-c", _PEAK_MEMORY_SCRIPT, target_name, mode, duplicate,
+         *map(str, files)],
         capture_output=True, text=True, check=True)
     figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
     return {key: round(value, 1) for key, value in figures.items()}
 
 
-def _time_compiles(files: list[Path], target_name: str, mode: str, repeats: int
+def _time_compiles(files: list[Path], target_name: str, mode: str, duplicate: str,
+                   repeats: int
                    ) -> dict[str, Any]:
     """Compile ``repeats`` times; medians of the timings, the rest from the first run."""
     target = load_target(target_name)
-    runs = [time_compile_stages(files, target, mode=mode)[1] for _ in range(repeats)]
+    runs = [time_compile_stages(files, target, mode=mode, duplicate=duplicate)[1]
+            for _ in range(repeats)]
     row: dict[str, Any] = {}
     for key, value in runs[0].items():
         if key.endswith("_s"):
@@ -135,9 +142,9 @@ def _floor(files: list[Path], repeats: int) -> dict[str, Any]:
 def _pass_split(files: list[Path], repeats: int) -> dict[str, float]:
     """Medians of the graph passes' steps (see ``build_group_model``'s ``timings``).
 
-    Steps after dedup (BatchNorm folding is timed with it, the folded weights' hashes,
-    weight sharing) work on the deduplicated group, as lowering, mapping and the plan
-    do: a frontend that never built the duplicate nodes would not shorten them.
+    Steps after dedup (BatchNorm folding, the folded weights' hashes, weight sharing)
+    work on the deduplicated group, as lowering, mapping and the plan do: a frontend
+    that never built the duplicate nodes would not shorten them.
     """
     runs = []
     for _ in range(repeats):
@@ -150,7 +157,8 @@ def _pass_split(files: list[Path], repeats: int) -> dict[str, float]:
 
 
 def _summary(row: dict[str, Any]) -> str:
-    return (f"G={row['group_size']:3d} {row['mode']:9s} ops={row['operators']:5d} "
+    return (f"G={row['group_size']:3d} {row['mode']:9s} duplicate {row['duplicate']:10s} "
+            f"ops={row['operators']:5d} "
             f"dedup nodes {row['nodes_before']}->{row['nodes_after']} "
             f"MMACs {row['macs_before'] / 1e6:.0f}->{row['macs_after'] / 1e6:.0f}  "
             f"compile {row['compile_s']:.2f} s median of {len(row['compile_runs_s'])} "
@@ -169,6 +177,9 @@ def main() -> None:
     parser.add_argument("--groups", type=int, nargs="+", default=[4, 16, 64])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--modes", nargs="+", default=["auto", "dynamic"])
+    parser.add_argument("--duplicate", nargs="+", default=["throughput", "off"],
+                        help="duplication policies to time (throughput: the default of "
+                             "enasa compile)")
     parser.add_argument("--target", default="neurosim-22nm")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -185,11 +196,13 @@ def main() -> None:
             export_s = time.perf_counter() - start
             floor = _floor(files, args.repeats)
             floor.update(_pass_split(files, args.repeats))
-            for mode in args.modes:
+            for mode, duplicate in itertools.product(args.modes, args.duplicate):
                 row: dict[str, Any] = {"group_size": group_size, "requested_mode": mode,
+                                       "duplicate": duplicate,
                                        "export_s": round(export_s, 2)}
-                row.update(_time_compiles(files, args.target, mode, args.repeats))
-                row.update(_peak_memory(files, args.target, mode))
+                row.update(_time_compiles(files, args.target, mode, duplicate,
+                                          args.repeats))
+                row.update(_peak_memory(files, args.target, mode, duplicate))
                 row.update(floor)
                 rows.append(row)
                 print(_summary(row), flush=True)

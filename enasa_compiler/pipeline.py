@@ -300,8 +300,8 @@ def build_group_model(
     which leaves them empty. Load the subnets again for another use of their models.
 
     ``timings``, when given, receives the seconds each step took (``canonicalize_merge``,
-    ``dedup_fold``, ``digest``, ``weight_share``), for benchmarks that ask where the
-    passes' time goes.
+    ``dedup``, ``fold_batchnorm``, ``digest``, ``weight_share``), for benchmarks that
+    ask where the passes' time goes.
 
     Returns:
         The group model and the dedup statistics (nodes and MACs before/after).
@@ -329,8 +329,10 @@ def build_group_model(
             merged = MergeGroupPass(canonical[1:], names=names, consume=True)(
                 canonical[0]).model
         finished("canonicalize_merge")
-        group = PassManager([dedup, FoldBatchNormPass()])(merged).model
-        finished("dedup_fold")
+        group = PassManager([dedup])(merged).model
+        finished("dedup")
+        group = PassManager([FoldBatchNormPass()])(group).model
+        finished("fold_batchnorm")
         digest_now([group])  # the folded weights, which weight sharing compares
         finished("digest")
         group = WeightSharePass()(group).model
