@@ -404,11 +404,12 @@ class _Scheduler:
         heapq.heapify(heap)
         while heap:
             minus_reuse, minus_same, _, _, best = heapq.heappop(heap)
-            op = candidates.get(best)
-            if op is None or (self.ranked and (-minus_reuse != reuse[best]
-                                               or -minus_same != same_layer[best])):
+            chosen = candidates.get(best)
+            if chosen is None or (self.ranked and (-minus_reuse != reuse[best]
+                                                   or -minus_same != same_layer[best])):
                 continue  # admitted already, or an entry from before a count rose
             del candidates[best]
+            op = chosen
             ok = (self.try_start_mvm(op, now_ns) if isinstance(op, MvmOp)
                   else self.try_start_digital(op, now_ns))
             if not ok:
