@@ -375,7 +375,7 @@ def _fix_batch(proto: onnx.ModelProto, batch: int, origin: str) -> None:
     del proto.graph.value_info[:]
 
 
-def _infer(proto: onnx.ModelProto, origin: str, subgraphs: bool | None = None) -> None:
+def _infer(proto: onnx.ModelProto, origin: str, subgraphs: bool) -> None:
     """Infer shapes into ``proto`` in place, exactly as ``onnx.shape_inference`` would.
 
     Shape inference runs on a serialized model, and serializing the weights, parsing
@@ -383,10 +383,8 @@ def _infer(proto: onnx.ModelProto, origin: str, subgraphs: bool | None = None) -
     runs on a copy without the bytes of the weights it only reads the type of, and
     what it wrote (everything but the initializers, which it never changes, and, in a
     graph without subgraphs, the nodes) is copied back into ``proto``. ``subgraphs``:
-    whether the graph holds any, when the caller knows (else looked up).
+    whether the graph holds any (:func:`_has_subgraphs`).
     """
-    if subgraphs is None:
-        subgraphs = _has_subgraphs(proto.graph)
     try:
         inferred = onnx.shape_inference.infer_shapes(
             _without_weight_bytes(proto, subgraphs).SerializeToString(), check_type=True,
@@ -417,8 +415,7 @@ def _has_subgraphs(graph: onnx.GraphProto) -> bool:
                for node in graph.node for attr in node.attribute)
 
 
-def _without_weight_bytes(proto: onnx.ModelProto,
-                          subgraphs: bool | None = None) -> onnx.ModelProto:
+def _without_weight_bytes(proto: onnx.ModelProto, subgraphs: bool) -> onnx.ModelProto:
     """Return a copy of ``proto`` whose large type-only initializers have no bytes.
 
     Nothing is stripped from a graph with subgraphs, whose nodes could read an outer
@@ -426,8 +423,6 @@ def _without_weight_bytes(proto: onnx.ModelProto,
     """
     graph = proto.graph
     type_only: dict[str, bool] = {}  # initializer name -> read for its type only
-    if subgraphs is None:
-        subgraphs = _has_subgraphs(graph)
     if not subgraphs:
         for node in graph.node:
             positions = (_TYPE_ONLY_INPUTS.get(node.op_type, frozenset())
@@ -576,7 +571,7 @@ _StaticInfo = tuple[tuple[int, ...], int]
 
 
 def _take_static_value_infos(proto: onnx.ModelProto,
-                             subgraphs: bool | None = None) -> dict[str, _StaticInfo]:
+                             subgraphs: bool) -> dict[str, _StaticInfo]:
     """Remove the plain static value infos from ``proto``'s graph and return them.
 
     onnx_ir reads a value info through generic, per-dimension code, which is most of
@@ -586,7 +581,7 @@ def _take_static_value_infos(proto: onnx.ModelProto,
     to read. A graph with subgraphs is left as it is.
     """
     graph = proto.graph
-    if _has_subgraphs(graph) if subgraphs is None else subgraphs:
+    if subgraphs:
         return {}
     static: dict[str, _StaticInfo] = {}
     for info in graph.value_info:

@@ -439,14 +439,13 @@ def build_pipeline(program: CrossbarProgram, target: Target, schedule: Schedule,
     and its per-image prices) gives the best II and utilisation any duplication could
     reach on the chip, reported beside the plan's own.
     """
+    lowered = lowered or program
+    lowered_image_costs = lowered_image_costs or image_costs(lowered, target)
     # Without duplication the program is the lowered one, already priced per image.
-    costs = (lowered_image_costs if program is lowered and lowered_image_costs is not None
-             else image_costs(program, target))
+    costs = lowered_image_costs if program is lowered else image_costs(program, target)
     placements = {e.op: e.placements for e in schedule.compute}
     lanes = balance_lanes(program, target, costs, placements)
     periodic, bound = schedule_periodic(program, target, costs, lanes, placements)
-    lowered = lowered or program
-    lowered_image_costs = lowered_image_costs or image_costs(lowered, target)
     ii = periodic.ii_ns
     best_ii_ns = (best.ii_ns if best is not None
                   else balance_throughput(lowered, target, lowered_image_costs).ii_ns)

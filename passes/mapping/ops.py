@@ -417,13 +417,11 @@ class _Scheduler:
             started.add(op.id)
             if not self.ranked:
                 continue
-            raised: set[str] = set()
-            sharing: set[str] = set()
+            raised: set[str] = set()  # candidates whose reuse or same-layer count rose
             for name in set(op.inputs):
-                sharing.update(readers[name])
-            for other in sharing:
+                raised.update(readers[name])
+            for other in raised:
                 reuse[other] += 1
-            raised.update(sharing)
             if op.layer:
                 for other in layer_members[op.layer]:
                     same_layer[other] += 1
